@@ -1,0 +1,26 @@
+"""The framework-free engine of nc_prune. Imports numpy and the standard library only."""
+
+from .config import DEFAULTS, WeightPruningConfig, parse_pattern, resolve_pruning_type
+from .errors import (ConfigError, ConfigTypeError, NcPruneError, NoPrunableLayerError, PatternShapeError,
+                     PruningStateError, RegistryError)
+from .registry import (CRITERIA, PATTERNS, PRUNERS, REGULARIZERS, SCHEDULERS, SPARSITY_DECAYS, Registry,
+                       register_criterion, register_pattern, register_pruner, register_reg, register_scheduler,
+                       register_sparsity_decay)
+from .patterns import LayerUnits, Pattern, PatternNInM, PatternNxM, get_pattern
+from .criteria import Criterion
+from .schedulers import Scheduler, get_scheduler, sparsity_at
+from .regularizers import Regularizer
+from .pruner import BasePruner, get_pruner_class
+from .masks import compute_masks
+
+__all__ = [
+    "DEFAULTS", "WeightPruningConfig", "parse_pattern", "resolve_pruning_type",
+    "ConfigError", "ConfigTypeError", "NcPruneError", "NoPrunableLayerError", "PatternShapeError",
+    "PruningStateError", "RegistryError",
+    "CRITERIA", "PATTERNS", "PRUNERS", "REGULARIZERS", "SCHEDULERS", "SPARSITY_DECAYS", "Registry",
+    "register_criterion", "register_pattern", "register_pruner", "register_reg", "register_scheduler",
+    "register_sparsity_decay",
+    "LayerUnits", "Pattern", "PatternNInM", "PatternNxM", "get_pattern",
+    "Criterion", "Scheduler", "get_scheduler", "sparsity_at", "Regularizer",
+    "BasePruner", "get_pruner_class", "compute_masks",
+]

@@ -1,0 +1,354 @@
+"""``WeightPruningConfig``: INC 2.x keys and defaults, validated strictly.
+
+A config holds global settings and an optional list of per-pruner groups. Each dict in
+``pruning_configs`` describes one pruner (its layers, pattern and schedule); any key it leaves out is
+taken from the globals. Nothing the caller passes is mutated: dicts and lists are copied.
+
+>>> cfg = WeightPruningConfig(
+...     [{"op_names": ["fc1"], "pattern": "2:4", "target_sparsity": 0.5}],
+...     pruning_type="magnitude", start_step=0, end_step=10)
+>>> [g["pattern"] for g in cfg.groups]
+['2:4']
+>>> cfg.groups[0]["pruning_type"]
+'magnitude'
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import math
+import re
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from .errors import ConfigError, ConfigTypeError
+from .registry import CRITERIA, PATTERNS, PRUNERS, REGULARIZERS, SPARSITY_DECAYS
+
+#: INC 2.x keys with their defaults. Lists and dicts are copied for each config.
+DEFAULTS: Dict[str, Any] = {
+    "target_sparsity": 0.9,
+    "pruning_type": "snip_momentum",
+    "pattern": "4x1",
+    "op_names": [],
+    "excluded_op_names": [],
+    "start_step": 0,
+    "end_step": 0,
+    "pruning_scope": "global",
+    "pruning_frequency": 1,
+    "min_sparsity_ratio_per_op": 0.0,
+    "max_sparsity_ratio_per_op": 0.98,
+    "sparsity_decay_type": "exp",
+    "pruning_op_types": ["Conv", "Linear"],
+    "criterion_reduce_type": "mean",
+    "reg_type": None,
+    "parameters": {"reg_coeff": 0.0},
+    "low_memory_usage": False,
+    "resume_from_pruned_checkpoint": False,
+    "backend": None,
+    "progressive_steps": 4,
+    "progressive_type": "scores",
+}
+
+PRUNING_SCOPES = ("global", "local")
+REDUCE_TYPES = ("mean", "sum", "max")
+PROGRESSIVE_TYPES = ("scores", "linear")
+BACKENDS = (None, "pytorch", "torch", "keras", "tensorflow", "itex")
+
+_NXM = re.compile(r"^(\d+|channel)x(\d+|channel)$")
+_NINM = re.compile(r"^(\d+):(\d+)$")
+
+
+# --------------------------------------------------------------------------------------------
+# pattern strings
+# --------------------------------------------------------------------------------------------
+def parse_pattern(pattern: str) -> Tuple[str, Tuple[Any, Any]]:
+    """Split a pattern string into its registry name and its two sizes.
+
+    ``"4x1"`` → ``("NxM", (4, 1))``; ``"1xchannel"`` → ``("NxM", (1, "channel"))``;
+    ``"2:4"`` → ``("N:M", (2, 4))``; a name registered with :func:`register_pattern` → ``(name, ())``.
+    """
+    if not isinstance(pattern, str):
+        raise ConfigTypeError(
+            f"pattern must be a string such as '4x1', '1xchannel', 'channelx1' or '2:4', "
+            f"got {type(pattern).__name__} {pattern!r}"
+        )
+    text = pattern.strip()
+    m = _NXM.match(text)
+    if m:
+        a, b = (int(v) if v.isdigit() else v for v in m.groups())
+        if a == "channel" and b == "channel":
+            raise ConfigError("pattern 'channelxchannel' would prune whole layers; use '1xchannel' or 'channelx1'")
+        if a == "channel" and b != 1 or b == "channel" and a != 1:
+            raise ConfigError(
+                f"pattern {pattern!r}: a channel pattern is '1xchannel' (whole output channels) or "
+                f"'channelx1' (whole input channels)"
+            )
+        if (isinstance(a, int) and a < 1) or (isinstance(b, int) and b < 1):
+            raise ConfigError(f"pattern {pattern!r}: block sizes must be at least 1")
+        return "NxM", (a, b)
+    m = _NINM.match(text)
+    if m:
+        n, mm = int(m.group(1)), int(m.group(2))
+        if not 1 <= n < mm:
+            raise ConfigError(
+                f"pattern {pattern!r}: N:M needs 1 <= N < M (N weights pruned out of every M), got N={n}, M={mm}"
+            )
+        return "N:M", (n, mm)
+    if text in PATTERNS and text not in ("NxM", "N:M"):
+        return text, ()
+    raise ConfigError(
+        f"pattern {pattern!r} is not understood; use 'AxB' (A output rows x B input columns, e.g. '4x1', '1x1'), "
+        f"'1xchannel', 'channelx1', 'N:M' (e.g. '2:4'), or a registered pattern "
+        f"({', '.join(n for n in PATTERNS.names() if n not in ('NxM', 'N:M')) or 'none registered'})"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# pruning types
+# --------------------------------------------------------------------------------------------
+PROGRESSIVE_SUFFIX = "_progressive"
+
+
+def resolve_pruning_type(name: str) -> Tuple[str, Optional[str]]:
+    """Map a ``pruning_type`` to ``(pruner registry name, criterion registry name or None)``.
+
+    A criterion name (``"snip_momentum"``) selects the ``"basic"`` pruner with that criterion, the same
+    name with ``"_progressive"`` selects the ``"progressive"`` pruner, and any other registered pruner
+    (``"pattern_lock"`` or one of your own) is used as it is.
+    """
+    if not isinstance(name, str):
+        raise ConfigTypeError(f"pruning_type must be a string, got {type(name).__name__} {name!r}")
+    if name in CRITERIA:
+        return "basic", name
+    if name.endswith(PROGRESSIVE_SUFFIX) and name[: -len(PROGRESSIVE_SUFFIX)] in CRITERIA:
+        return "progressive", name[: -len(PROGRESSIVE_SUFFIX)]
+    if name in PRUNERS and name not in ("basic", "progressive"):
+        return name, None
+    raise ConfigError(
+        f"pruning_type {name!r} is not available; choose one of {', '.join(valid_pruning_types())}"
+        + _suggest(name, valid_pruning_types())
+    )
+
+
+def valid_pruning_types() -> List[str]:
+    crit = CRITERIA.names()
+    others = [p for p in PRUNERS.names() if p not in ("basic", "progressive")]
+    return crit + [c + PROGRESSIVE_SUFFIX for c in crit] + others
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+def _suggest(value: Any, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _where(group: Optional[int]) -> str:
+    return "WeightPruningConfig" if group is None else f"pruning_configs[{group}]"
+
+
+def _number(key: str, value: Any, group: Optional[int], lo: float, hi: float, *, lo_open=False, hi_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(f"{_where(group)}: {key} must be a number, got {type(value).__name__} {value!r}")
+    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok or math.isnan(value):
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ConfigError(f"{_where(group)}: {key}={value!r} is outside its range {left}{lo}, {hi}{right}")
+    return float(value)
+
+
+def _integer(key: str, value: Any, group: Optional[int], lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigTypeError(f"{_where(group)}: {key} must be an integer, got {type(value).__name__} {value!r}")
+    if value < lo:
+        raise ConfigError(f"{_where(group)}: {key}={value} must be >= {lo}")
+    return int(value)
+
+
+def _choice(key: str, value: Any, group: Optional[int], choices: Iterable[Any]) -> Any:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(
+            f"{_where(group)}: {key}={value!r} is not one of {', '.join(map(repr, choices))}" + _suggest(value, choices)
+        )
+    return value
+
+
+def _string_list(key: str, value: Any, group: Optional[int], *, regex: bool) -> List[str]:
+    if isinstance(value, str):
+        raise ConfigTypeError(
+            f"{_where(group)}: {key} must be a list of strings, got the string {value!r}; "
+            f"write {key}=[{value!r}]"
+        )
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigTypeError(f"{_where(group)}: {key} must be a list of strings, got {value!r}")
+    if regex:
+        for v in value:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ConfigError(f"{_where(group)}: {key} entry {v!r} is not a valid regular expression: {exc}") from None
+    return list(value)
+
+
+def _bool(key: str, value: Any, group: Optional[int]) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigTypeError(f"{_where(group)}: {key} must be True or False, got {value!r}")
+    return value
+
+
+def _parameters(value: Any, group: Optional[int]) -> Dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigTypeError(f"{_where(group)}: parameters must be a dict such as {{'reg_coeff': 1e-4}}, got {value!r}")
+    out = dict(value)
+    if "reg_coeff" in out:
+        out["reg_coeff"] = _number("parameters['reg_coeff']", out["reg_coeff"], group, 0.0, math.inf)
+    return out
+
+
+_CHECKS: Dict[str, Callable[[str, Any, Optional[int]], Any]] = {
+    "target_sparsity": lambda k, v, g: _number(k, v, g, 0.0, 1.0, hi_open=True),
+    "pruning_type": lambda k, v, g: (resolve_pruning_type(v), v)[1],
+    "pattern": lambda k, v, g: (parse_pattern(v), v)[1],
+    "op_names": lambda k, v, g: _string_list(k, v, g, regex=True),
+    "excluded_op_names": lambda k, v, g: _string_list(k, v, g, regex=True),
+    "start_step": lambda k, v, g: _integer(k, v, g, 0),
+    "end_step": lambda k, v, g: _integer(k, v, g, 0),
+    "pruning_scope": lambda k, v, g: _choice(k, v, g, PRUNING_SCOPES),
+    "pruning_frequency": lambda k, v, g: _integer(k, v, g, 1),
+    "min_sparsity_ratio_per_op": lambda k, v, g: _number(k, v, g, 0.0, 1.0),
+    "max_sparsity_ratio_per_op": lambda k, v, g: _number(k, v, g, 0.0, 1.0),
+    "sparsity_decay_type": lambda k, v, g: _choice(k, v, g, SPARSITY_DECAYS.names()),
+    "pruning_op_types": lambda k, v, g: _string_list(k, v, g, regex=False),
+    "criterion_reduce_type": lambda k, v, g: _choice(k, v, g, REDUCE_TYPES),
+    "reg_type": lambda k, v, g: _choice(k, v, g, [None] + REGULARIZERS.names()),
+    "parameters": lambda k, v, g: _parameters(v, g),
+    "low_memory_usage": lambda k, v, g: _bool(k, v, g),
+    "resume_from_pruned_checkpoint": lambda k, v, g: _bool(k, v, g),
+    "backend": lambda k, v, g: _choice(k, v, g, BACKENDS),
+    "progressive_steps": lambda k, v, g: _integer(k, v, g, 1),
+    "progressive_type": lambda k, v, g: _choice(k, v, g, PROGRESSIVE_TYPES),
+}
+if set(_CHECKS) != set(DEFAULTS):  # pragma: no cover - guards edits to this module
+    raise RuntimeError("nc_prune.core.config: every default key needs a check")
+
+
+def _check_keys(d: Mapping[str, Any], group: Optional[int]) -> Dict[str, Any]:
+    if not isinstance(d, Mapping):
+        raise ConfigTypeError(f"{_where(group)} must be a dict of config keys, got {type(d).__name__} {d!r}")
+    out: Dict[str, Any] = {}
+    for key, value in d.items():
+        if key not in _CHECKS:
+            raise ConfigError(
+                f"{_where(group)}: unknown key {key!r}{_suggest(key, DEFAULTS)}; valid keys: {', '.join(DEFAULTS)}"
+            )
+        out[key] = _CHECKS[key](key, copy.deepcopy(value), group)
+    return out
+
+
+def _check_group(resolved: Dict[str, Any], group: Optional[int]) -> None:
+    """Rules that tie several keys together."""
+    where = _where(group)
+    if resolved["end_step"] < resolved["start_step"]:
+        raise ConfigError(
+            f"{where}: end_step={resolved['end_step']} is before start_step={resolved['start_step']}; "
+            f"set end_step >= start_step (equal means one-shot pruning at start_step)"
+        )
+    lo, hi = resolved["min_sparsity_ratio_per_op"], resolved["max_sparsity_ratio_per_op"]
+    if lo > hi:
+        raise ConfigError(f"{where}: min_sparsity_ratio_per_op={lo} is above max_sparsity_ratio_per_op={hi}")
+    kind, sizes = parse_pattern(resolved["pattern"])
+    if kind == "N:M":
+        n, m = sizes
+        if resolved["target_sparsity"] > n / m + 1e-12:
+            raise ConfigError(
+                f"{where}: target_sparsity={resolved['target_sparsity']} is above what pattern "
+                f"{resolved['pattern']!r} can reach ({n}/{m} = {n / m:g}); lower target_sparsity or use a "
+                f"pattern with a larger N"
+            )
+
+
+class WeightPruningConfig:
+    """Pruning settings in INC 2.x form.
+
+    Args:
+        pruning_configs: a list of dicts, one per pruner group; a key a group leaves out comes from the
+            globals. ``None`` (the default) means one group made of the globals.
+        **globals: any key of :data:`DEFAULTS`.
+
+    Raises:
+        ConfigError: unknown key, value outside its range, or keys that contradict each other.
+        ConfigTypeError: a value of the wrong type, e.g. ``pruning_op_types="Linear"``.
+    """
+
+    def __init__(self, pruning_configs: Optional[List[Mapping[str, Any]]] = None, **globals: Any) -> None:
+        self._globals = _check_keys(globals, None)
+        if pruning_configs is None:
+            pruning_configs = [{}]
+        if isinstance(pruning_configs, Mapping) or not isinstance(pruning_configs, (list, tuple)):
+            raise ConfigTypeError(
+                f"pruning_configs must be a list of dicts (one per pruner group), got {type(pruning_configs).__name__}"
+            )
+        if len(pruning_configs) == 0:
+            raise ConfigError("pruning_configs is an empty list; pass None for one group built from the globals")
+        self._groups = [_check_keys(g, i) for i, g in enumerate(pruning_configs)]
+        for i, resolved in enumerate(self.groups):
+            _check_group(resolved, None if pruning_configs == [{}] else i)
+
+    # ---- INC attribute names -----------------------------------------------------------------
+    @property
+    def pruning_configs(self) -> List[Dict[str, Any]]:
+        """The groups exactly as given (copies), without the globals merged in."""
+        return copy.deepcopy(self._groups)
+
+    @property
+    def groups(self) -> List[Dict[str, Any]]:
+        """Every group with all keys resolved: group value, else explicit global, else default."""
+        out = []
+        for g in self._groups:
+            merged = copy.deepcopy(DEFAULTS)
+            merged.update(copy.deepcopy(self._globals))
+            merged.update(copy.deepcopy(g))
+            out.append(merged)
+        return out
+
+    def __getattr__(self, key: str) -> Any:
+        # Global values are readable as attributes, as in INC (cfg.target_sparsity).
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key in DEFAULTS:
+            return copy.deepcopy(self._globals.get(key, DEFAULTS[key]))
+        raise AttributeError(f"WeightPruningConfig has no attribute {key!r}")
+
+    # ---- serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict; ``WeightPruningConfig.from_dict(cfg.to_dict()) == cfg``."""
+        out: Dict[str, Any] = {"pruning_configs": copy.deepcopy(self._groups)}
+        out.update(copy.deepcopy(self._globals))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WeightPruningConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigTypeError(f"from_dict needs a dict, got {type(data).__name__}")
+        data = dict(data)
+        groups = data.pop("pruning_configs", None)
+        return cls(groups, **data)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "WeightPruningConfig":
+        return cls.from_dict(json.loads(text))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WeightPruningConfig):
+            return NotImplemented
+        return self.groups == other.groups
+
+    def __repr__(self) -> str:
+        return f"WeightPruningConfig({self.to_dict()!r})"

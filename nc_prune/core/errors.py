@@ -1,0 +1,38 @@
+"""Exception types raised by nc_prune.
+
+Every error subclasses a built-in type so that ``except ValueError`` keeps working, and every
+message names what was wrong (the key, layer, shape or value), the rule it broke and the fix.
+"""
+
+from __future__ import annotations
+
+
+class NcPruneError(Exception):
+    """Base class of every exception raised by nc_prune."""
+
+
+class ConfigError(NcPruneError, ValueError):
+    """A pruning config holds an unknown key or a value outside its rule."""
+
+
+class ConfigTypeError(NcPruneError, TypeError):
+    """A pruning config value has the wrong type (for example a string where a list is needed)."""
+
+
+class RegistryError(NcPruneError, KeyError):
+    """A name is missing from a registry, or is registered twice."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class PatternShapeError(NcPruneError, ValueError):
+    """A weight's shape does not fit the pruning pattern."""
+
+
+class NoPrunableLayerError(NcPruneError, ValueError):
+    """A config selects no layer that can be pruned."""
+
+
+class PruningStateError(NcPruneError, RuntimeError):
+    """The pruning object was used out of order (for example a callback after ``remove()``)."""

@@ -1,0 +1,61 @@
+"""``compute_masks``: the engine as one pure function."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Union
+
+from .config import DEFAULTS, PRUNING_SCOPES, REDUCE_TYPES, _choice, _number
+from .errors import ConfigTypeError, NoPrunableLayerError
+from .patterns.base import Pattern, get_pattern
+
+
+def compute_masks(
+    scores: Mapping[str, Any],
+    pattern: Union[str, Pattern],
+    target_sparsity: float,
+    scope: str = "global",
+    max_sparsity_ratio_per_op: float = DEFAULTS["max_sparsity_ratio_per_op"],
+    min_sparsity_ratio_per_op: float = DEFAULTS["min_sparsity_ratio_per_op"],
+    pre_masks: Optional[Mapping[str, Any]] = None,
+    criterion_reduce_type: str = "mean",
+) -> Dict[str, Any]:
+    """Boolean keep-masks (True = keep) for ``scores``; lower scores are pruned first.
+
+    Args:
+        scores: ``{name: array}`` in the canonical layout ``(out, in, *kernel)`` — how torch stores
+            Linear and Conv weights. numpy arrays or torch tensors; masks come back as the same type,
+            shape and device.
+        pattern: ``"4x1"``, ``"1x1"``, ``"1xchannel"``, ``"channelx1"``, ``"2:4"``, a registered pattern
+            name, or a :class:`Pattern` instance.
+        target_sparsity: fraction of units to prune (of weights, for uniform units).
+        scope: ``"global"`` ranks all layers together; ``"local"`` applies the target to each layer.
+        max_sparsity_ratio_per_op / min_sparsity_ratio_per_op: per-layer bounds.
+        pre_masks: earlier masks; what they prune stays pruned.
+        criterion_reduce_type: how a block's scores become one (``mean``, ``sum``, ``max``).
+
+    >>> import numpy as np
+    >>> w = np.array([[9., 1.], [8., 1.], [1., 7.], [1., 7.]])
+    >>> compute_masks({"fc": np.abs(w)}, "2x1", 0.5)["fc"].astype(int)
+    array([[1, 0],
+           [1, 0],
+           [0, 1],
+           [0, 1]])
+    """
+    if not isinstance(scores, Mapping):
+        raise ConfigTypeError(f"scores must be a dict {{name: array}}, got {type(scores).__name__}")
+    if not scores:
+        raise NoPrunableLayerError("scores is empty: there is no layer to compute a mask for")
+    _number("target_sparsity", target_sparsity, None, 0.0, 1.0)
+    _choice("scope", scope, None, PRUNING_SCOPES)
+    _choice("criterion_reduce_type", criterion_reduce_type, None, REDUCE_TYPES)
+    hi = _number("max_sparsity_ratio_per_op", max_sparsity_ratio_per_op, None, 0.0, 1.0)
+    lo = _number("min_sparsity_ratio_per_op", min_sparsity_ratio_per_op, None, 0.0, 1.0)
+    if isinstance(pattern, Pattern):
+        pat = pattern
+    else:
+        pat = get_pattern({
+            "pattern": pattern, "pruning_scope": scope, "criterion_reduce_type": criterion_reduce_type,
+            "max_sparsity_ratio_per_op": hi, "min_sparsity_ratio_per_op": lo,
+        })
+    fn = pat.get_masks_global if scope == "global" else pat.get_masks_local
+    return fn(scores, target_sparsity, pre_masks, hi)

@@ -1,0 +1,227 @@
+"""The ``Pattern`` base class: per-layer units, and local or global mask generation over them.
+
+A pattern splits each layer's weight into *units* — blocks for ``NxM``, groups of M for ``N:M`` — and
+gives each unit one score. Mask generation then only ranks units. Subclasses implement :meth:`units`;
+everything else (global and local scope, per-layer bounds, monotone masks, exact counts) is shared.
+
+Arrays here are numpy, in the canonical layout ``(out, in, *kernel)``; masks are boolean, True = keep.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .. import arrays
+from ..config import DEFAULTS, parse_pattern
+from ..errors import ConfigError, NoPrunableLayerError, PatternShapeError
+from ..registry import PATTERNS
+from ..selection import as_score_array, count_at_least, count_for_ratio, lowest_mask, select_global
+
+REDUCERS = {"mean": np.mean, "sum": np.sum, "max": np.max}
+
+
+class LayerUnits:
+    """How one layer's weight splits into units. Subclass per pattern.
+
+    Attributes:
+        shape: the weight's shape in the canonical layout.
+        n_units: how many units the layer has.
+        unit_size: how many weights one pruned unit zeroes.
+        ratio_scale: unit ratio per element ratio (``M/N`` for ``N:M``: a pruned group zeroes N of M).
+    """
+
+    shape: Tuple[int, ...]
+    n_units: int
+    unit_size: int
+    ratio_scale: float = 1.0
+
+    def reduce(self, score: np.ndarray, reduce_type: str, keep: Optional[np.ndarray]) -> np.ndarray:
+        """One score per unit (1-D, length ``n_units``)."""
+        raise NotImplementedError
+
+    def already_pruned(self, keep: np.ndarray) -> np.ndarray:
+        """Boolean per unit: the unit is pruned in the mask ``keep``."""
+        raise NotImplementedError
+
+    def expand(self, prune_units: np.ndarray) -> np.ndarray:
+        """Element prune mask (True = pruned) of the layer's shape from a per-unit prune mask.
+
+        Called after :meth:`reduce` on the same object (N:M remembers which N weights of a group go).
+        """
+        raise NotImplementedError
+
+    def block_size(self) -> List[int]:
+        raise NotImplementedError
+
+
+class Pattern:
+    """Base of every pruning pattern (INC's ``Pattern`` API).
+
+    Args:
+        config: a resolved pruner config (a dict with at least ``pattern``); missing keys take
+            :data:`~nc_prune.core.config.DEFAULTS`.
+
+    Attributes:
+        pattern: the pattern string, e.g. ``"4x1"``.
+        is_global: whether masks are ranked across layers (``pruning_scope="global"``).
+        invalid_layers: layers whose shape does not fit, with the reason; they stay dense.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        cfg = dict(DEFAULTS)
+        cfg.update(config)
+        self.config = cfg
+        self.pattern: str = cfg["pattern"]
+        self.is_global: bool = cfg["pruning_scope"] == "global"
+        self.reduce_type: str = cfg["criterion_reduce_type"]
+        self.min_sparsity_ratio_per_op: float = float(cfg["min_sparsity_ratio_per_op"])
+        self.max_sparsity_ratio_per_op: float = float(cfg["max_sparsity_ratio_per_op"])
+        self.invalid_layers: Dict[str, str] = {}
+        self._warned: set = set()
+
+    # ---- what subclasses provide ----------------------------------------------------------------
+    def units(self, name: str, shape: Tuple[int, ...]) -> LayerUnits:
+        """The unit split of a layer; raise :class:`PatternShapeError` when the shape does not fit."""
+        raise NotImplementedError
+
+    # ---- shape checks ---------------------------------------------------------------------------
+    def check_shape(self, name: str, shape: Tuple[int, ...]) -> Optional[str]:
+        """``None`` when the layer fits the pattern, else the reason it does not."""
+        try:
+            self.units(name, tuple(shape))
+        except PatternShapeError as exc:
+            return str(exc)
+        return None
+
+    def _fitting(self, data: Mapping[str, Any]) -> Dict[str, LayerUnits]:
+        out = {}
+        for name, value in data.items():
+            shape = tuple(np.shape(value)) if not hasattr(value, "shape") else tuple(value.shape)
+            try:
+                out[name] = self.units(name, shape)
+            except PatternShapeError as exc:
+                self.invalid_layers[name] = str(exc)
+                if name not in self._warned:
+                    self._warned.add(name)
+                    warnings.warn(f"{exc}; layer {name!r} is left dense", stacklevel=3)
+        if data and not out:
+            raise NoPrunableLayerError(
+                f"no layer fits pattern {self.pattern!r}: "
+                + "; ".join(f"{n}: {r}" for n, r in self.invalid_layers.items())
+            )
+        return out
+
+    # ---- INC API --------------------------------------------------------------------------------
+    def get_masks(self, scores, target_sparsity_ratio: float, pre_masks=None,
+                  max_sparsity_ratio_per_layer: Optional[float] = None):
+        """New keep-masks reaching ``target_sparsity_ratio`` (global or local as configured).
+
+        Units already pruned in ``pre_masks`` stay pruned, so masks only grow over a schedule.
+        """
+        fn = self.get_masks_global if self.is_global else self.get_masks_local
+        return fn(scores, target_sparsity_ratio, pre_masks, max_sparsity_ratio_per_layer)
+
+    def get_masks_global(self, scores, target_sparsity_ratio, pre_masks=None, max_sparsity_ratio_per_layer=None):
+        """One ranking over every unit of every layer, within each layer's min/max bounds."""
+        return self._masks(scores, target_sparsity_ratio, pre_masks, max_sparsity_ratio_per_layer, True)
+
+    def get_masks_local(self, scores, target_sparsity_ratio, pre_masks=None, max_sparsity_ratio_per_layer=None):
+        """The target applied to each layer on its own, within its min/max bounds."""
+        return self._masks(scores, target_sparsity_ratio, pre_masks, max_sparsity_ratio_per_layer, False)
+
+    def get_mask_single(self, score, exact_sparsity_ratio: float):
+        """Keep-mask of one layer pruning ``floor(units * ratio)`` units, ignoring bounds."""
+        s = arrays.to_numpy(score)
+        lu = self._fitting({"layer": s})["layer"]
+        unit_scores = as_score_array(lu.reduce(s, self.reduce_type, None), "layer")
+        n = count_for_ratio(lu.n_units, min(1.0, exact_sparsity_ratio * lu.ratio_scale))
+        return arrays.like(~lu.expand(lowest_mask(unit_scores, n)), score)
+
+    def get_block_size_dict(self, data) -> Dict[str, List[int]]:
+        """``{layer: [rows, cols]}`` of each fitting layer's unit in the 2-D view."""
+        return {n: lu.block_size() for n, lu in self._fitting(data).items()}
+
+    def get_sparsity_ratio(self, pre_masks, return_dict: bool = False):
+        """Fraction of zero entries over all masks (or a dict with counts when ``return_dict``)."""
+        zero = total = 0
+        for m in pre_masks.values():
+            a = arrays.to_numpy(m)
+            total += a.size
+            zero += a.size - int(np.count_nonzero(a))
+        ratio = zero / total if total else 0.0
+        if return_dict:
+            return {"sparsity_ratio": ratio, "zero_cnt": zero, "total_cnt": total}
+        return ratio
+
+    def get_pattern_lock_masks(self, modules):
+        """Keep-masks marking the non-zero weights: locks in the sparsity a model already has."""
+        return {n: arrays.like(arrays.to_numpy(w) != 0, w) for n, w in modules.items()}
+
+    # ---- shared machinery -----------------------------------------------------------------------
+    def _masks(self, scores, target, pre_masks, max_ratio, is_global):
+        if not 0.0 <= float(target) <= 1.0:
+            raise ConfigError(f"target sparsity {target!r} is outside [0, 1]")
+        max_ratio = self.max_sparsity_ratio_per_op if max_ratio is None else float(max_ratio)
+        min_ratio = min(self.min_sparsity_ratio_per_op, max_ratio)
+        np_scores = {n: arrays.to_numpy(s) for n, s in scores.items()}
+        pre = {n: arrays.to_numpy(pre_masks[n]).astype(bool, copy=False)
+               for n in np_scores if pre_masks is not None and n in pre_masks}
+        for n, m in pre.items():
+            if m.shape != np_scores[n].shape:
+                raise ConfigError(
+                    f"pre_masks[{n!r}] has shape {m.shape} but its scores have shape {np_scores[n].shape}"
+                )
+        layers = self._fitting(np_scores)
+        unit_scores, lo, hi, total = [], [], [], 0
+        for name, lu in layers.items():
+            keep = pre.get(name)
+            us = as_score_array(lu.reduce(np_scores[name], self.reduce_type, keep), name)
+            forced = 0
+            if keep is not None:
+                done = lu.already_pruned(keep)
+                forced = int(np.count_nonzero(done))
+                us[done] = -np.inf
+            n = lu.n_units
+            lo_l = count_at_least(n, min(1.0, min_ratio * lu.ratio_scale))
+            hi_l = count_for_ratio(n, min(1.0, max_ratio * lu.ratio_scale))
+            if not is_global:
+                want = count_for_ratio(n, min(1.0, float(target) * lu.ratio_scale))
+                lo_l = hi_l = min(max(want, lo_l), hi_l)
+            unit_scores.append(us)
+            lo.append(max(lo_l, forced))
+            hi.append(max(hi_l, forced))
+            total += n
+        names = list(layers)
+        if is_global:
+            scale = layers[names[0]].ratio_scale
+            k = count_for_ratio(total, min(1.0, float(target) * scale))
+            if k > sum(hi):
+                warnings.warn(
+                    f"target sparsity {target} needs {k} pruned units but max_sparsity_ratio_per_op={max_ratio} "
+                    f"allows {sum(hi)}; pruning {sum(hi)}", stacklevel=3)
+            prune_units = select_global(unit_scores, k, lo, hi)
+        else:
+            prune_units = [lowest_mask(us, l) for us, l in zip(unit_scores, lo)]
+        prune_by_name = dict(zip(names, prune_units))
+        out = {}
+        for name in np_scores:
+            ref = scores[name]
+            if name in layers:
+                keep = ~layers[name].expand(prune_by_name[name])
+                if name in pre:
+                    keep &= pre[name]
+            else:
+                keep = pre[name].copy() if name in pre else np.ones(np_scores[name].shape, dtype=bool)
+            out[name] = arrays.like(keep, ref)
+        return out
+
+
+def get_pattern(config: Mapping[str, Any]) -> Pattern:
+    """The pattern object a config asks for (``"4x1"`` → :class:`PatternNxM`, ``"2:4"`` → :class:`PatternNInM`)."""
+    pattern = config.get("pattern", DEFAULTS["pattern"]) if isinstance(config, Mapping) else config
+    kind, _ = parse_pattern(pattern)
+    cfg = dict(config) if isinstance(config, Mapping) else {"pattern": pattern}
+    return PATTERNS.get(kind)(cfg)

@@ -1,0 +1,131 @@
+"""``NxM`` block patterns: A output rows × B input columns of the canonical 2-D view.
+
+The 2-D view of a weight ``(O, I, *kernel)`` is ``(O, prod(kernel)·I)`` with the input channel fastest,
+so a Linear weight is used as stored and a conv filter bank is read position by position.
+
+* ``"4x1"``: 4 consecutive output rows of one column — ``O % 4 == 0`` is required.
+* ``"1x1"``: unstructured.
+* ``"1xchannel"``: one whole output row — for a conv, one whole filter.
+* ``"channelx1"``: one whole input channel — for a conv, that channel at every kernel position of every
+  filter (``O · prod(kernel)`` weights).
+
+Worked example, ``"2x1"`` on a 4×2 weight with magnitude scores, target 0.5::
+
+    W = [[9, 1],        block scores (mean |W|)     prune the 2 lowest
+         [8, 1],   →    [[8.5, 1.0],          →     keep = [[1, 0],
+         [1, 7],         [1.0, 7.5]]                        [1, 0],
+         [1, 7]]                                            [0, 1],
+                                                            [0, 1]]
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..arrays import from_2d, to_2d
+from ..config import parse_pattern
+from ..errors import PatternShapeError
+from ..registry import register_pattern
+from .base import REDUCERS, LayerUnits, Pattern
+
+
+def _check_ndim(name: str, shape: Tuple[int, ...], pattern: str) -> None:
+    if len(shape) < 2:
+        raise PatternShapeError(
+            f"layer {name!r} has weight shape {shape}; pattern {pattern!r} needs at least 2 dimensions "
+            f"(out, in, *kernel)"
+        )
+
+
+class BlockUnits(LayerUnits):
+    """Rectangular ``bh × bw`` blocks of the 2-D view."""
+
+    def __init__(self, shape: Tuple[int, ...], bh: int, bw: int) -> None:
+        self.shape = shape
+        self.rows = shape[0]
+        self.cols = int(np.prod(shape[1:]))
+        self.bh, self.bw = bh, bw
+        self.grid = (self.rows // bh, self.cols // bw)
+        self.n_units = self.grid[0] * self.grid[1]
+        self.unit_size = bh * bw
+
+    def _blocks(self, a: np.ndarray) -> np.ndarray:
+        return to_2d(a).reshape(self.grid[0], self.bh, self.grid[1], self.bw)
+
+    def reduce(self, score, reduce_type, keep):
+        b = self._blocks(np.asarray(score))
+        if self.unit_size == 1:
+            return b.reshape(-1)
+        return REDUCERS[reduce_type](b, axis=(1, 3)).reshape(-1)
+
+    def already_pruned(self, keep):
+        return ~self._blocks(keep).any(axis=(1, 3)).reshape(-1)
+
+    def expand(self, prune_units):
+        g = prune_units.reshape(self.grid[0], 1, self.grid[1], 1)
+        full = np.broadcast_to(g, (self.grid[0], self.bh, self.grid[1], self.bw)).reshape(self.rows, self.cols)
+        return from_2d(full, self.shape).copy()
+
+    def block_size(self) -> List[int]:
+        return [self.bh, self.bw]
+
+
+class InputChannelUnits(LayerUnits):
+    """Whole input channels: for a conv, the channel at every kernel position of every filter."""
+
+    def __init__(self, shape: Tuple[int, ...]) -> None:
+        self.shape = shape
+        self.out, self.inp = shape[0], shape[1]
+        self.positions = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+        self.n_units = self.inp
+        self.unit_size = self.out * self.positions
+
+    def _view(self, a: np.ndarray) -> np.ndarray:
+        return to_2d(a).reshape(self.out, self.positions, self.inp)
+
+    def reduce(self, score, reduce_type, keep):
+        return REDUCERS[reduce_type](self._view(np.asarray(score)), axis=(0, 1))
+
+    def already_pruned(self, keep):
+        return ~self._view(keep).any(axis=(0, 1))
+
+    def expand(self, prune_units):
+        full = np.broadcast_to(prune_units.reshape(1, 1, -1), (self.out, self.positions, self.inp))
+        return from_2d(full.reshape(self.out, -1), self.shape).copy()
+
+    def block_size(self) -> List[int]:
+        return [self.out, 1] if self.positions == 1 else [self.out, -1]
+
+
+@register_pattern("NxM")
+class PatternNxM(Pattern):
+    """Blocks of ``N`` output rows × ``M`` input columns (INC's ``PatternNxM``).
+
+    Attributes:
+        block_size: ``[N, M]``; a side may be the string ``"channel"``.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        kind, sizes = parse_pattern(self.pattern)
+        if kind != "NxM":
+            raise PatternShapeError(f"PatternNxM got pattern {self.pattern!r}; use get_pattern() to dispatch")
+        self.block_size = list(sizes)
+
+    def units(self, name: str, shape: Tuple[int, ...]) -> LayerUnits:
+        shape = tuple(int(s) for s in shape)
+        _check_ndim(name, shape, self.pattern)
+        bh, bw = self.block_size
+        if bh == "channel":
+            return InputChannelUnits(shape)
+        cols = int(np.prod(shape[1:]))
+        if bw == "channel":
+            bw = cols
+        if shape[0] % bh or cols % bw:
+            raise PatternShapeError(
+                f"layer {name!r} with weight shape {shape} (2-D view {shape[0]}x{cols}) does not fit pattern "
+                f"{self.pattern!r}: needs out % {bh} == 0 and columns % {bw} == 0"
+            )
+        return BlockUnits(shape, bh, bw)

@@ -1,0 +1,277 @@
+"""``BasePruner``: scores, masks, pattern and schedule, with the step logic free of any framework.
+
+A backend subclass (``PytorchBasePruner``, ``KerasBasePruner``) supplies the *glue*: reading a weight or
+its gradient, converting to the canonical numpy layout and back, storing a mask and zeroing weights.
+Everything that decides *what* to prune lives here and in the patterns.
+
+One training step, in order:
+
+1. ``on_step_begin`` — nothing to do by default.
+2. ``on_before_optimizer_step`` (gradients are ready) — gradient criteria update their scores;
+   at a pruning step new masks are computed; a regularizer adds its term to the gradients.
+3. ``on_after_optimizer_step`` — masked weights are set back to exactly zero.
+4. ``on_step_end`` — the step counter advances.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from .config import DEFAULTS, resolve_pruning_type
+from .patterns.base import Pattern, get_pattern
+from .registry import CRITERIA, PRUNERS, REGULARIZERS, register_pruner
+from .schedulers import Scheduler, get_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class BasePruner:
+    """Prunes one group of layers (INC's ``BasePruner``).
+
+    Args:
+        config: a resolved group config (one entry of ``WeightPruningConfig.groups``).
+        modules: ``{layer name: framework handle}``; the backend decides what a handle is.
+
+    Attributes:
+        modules, config, masks, scores, pattern, scheduler, current_sparsity_ratio, global_step,
+        start_step, end_step, pruning_frequency, target_sparsity_ratio, max_sparsity_ratio_per_op:
+        as in INC. ``masks`` and ``scores`` hold framework arrays keyed by layer name.
+    """
+
+    def __init__(self, config: Mapping[str, Any], modules: Mapping[str, Any]) -> None:
+        cfg = dict(DEFAULTS)
+        cfg.update(config)
+        self.config: Dict[str, Any] = cfg
+        self.modules: Dict[str, Any] = dict(modules)
+        self.masks: Dict[str, Any] = {}
+        self.scores: Dict[str, Any] = {}
+        self.pattern: Pattern = get_pattern(cfg)
+        self.scheduler: Scheduler = get_scheduler(cfg)
+        _, criterion = resolve_pruning_type(cfg["pruning_type"])
+        self.criterion = CRITERIA.get(criterion)(cfg) if criterion else None
+        self.reg = REGULARIZERS.get(cfg["reg_type"])(cfg, self.pattern) if cfg["reg_type"] else None
+        self.current_sparsity_ratio = 0.0
+        self.global_step = 0
+        self.start_step: int = cfg["start_step"]
+        self.end_step: int = cfg["end_step"]
+        self.pruning_frequency: int = cfg["pruning_frequency"]
+        self.target_sparsity_ratio: float = cfg["target_sparsity"]
+        self.max_sparsity_ratio_per_op: float = cfg["max_sparsity_ratio_per_op"]
+        self.min_sparsity_ratio_per_op: float = cfg["min_sparsity_ratio_per_op"]
+
+    # ---- glue: implemented by each backend ----------------------------------------------------
+    def _weight(self, name: str) -> Any:
+        """The layer's weight as a framework tensor (native layout)."""
+        raise NotImplementedError
+
+    def _grad(self, name: str) -> Any:
+        """The weight's gradient as a framework tensor, or None when there is none."""
+        raise NotImplementedError
+
+    def _to_canonical(self, name: str, value: Any) -> np.ndarray:
+        """A framework tensor of the weight's native layout → numpy in ``(out, in, *kernel)``."""
+        raise NotImplementedError
+
+    def _get_mask(self, name: str) -> np.ndarray:
+        """The current keep-mask, numpy bool, canonical layout."""
+        raise NotImplementedError
+
+    def _set_mask(self, name: str, keep: np.ndarray) -> None:
+        """Store a canonical numpy keep-mask in the framework's mask storage."""
+        raise NotImplementedError
+
+    def _apply_masks(self) -> None:
+        """Zero every masked weight in place."""
+        raise NotImplementedError
+
+    def _add_to_grad(self, name: str, term: np.ndarray) -> None:
+        """Add a canonical numpy array to the weight's gradient."""
+        raise NotImplementedError
+
+    # ---- schedule ------------------------------------------------------------------------------
+    @property
+    def needs_grad(self) -> bool:
+        return self.criterion is not None and self.criterion.needs_grad
+
+    def in_window(self, step: Optional[int] = None) -> bool:
+        step = self.global_step if step is None else step
+        return self.start_step <= step <= self.end_step
+
+    def is_pruning_step(self, step: Optional[int] = None) -> bool:
+        return self.scheduler.is_pruning_step(self.global_step if step is None else step)
+
+    def is_done(self, step: Optional[int] = None) -> bool:
+        """True once the last pruning step is behind; only masks are applied from then on."""
+        step = self.global_step if step is None else step
+        return step > self.scheduler.last_pruning_step()
+
+    # ---- callbacks (INC names) ---------------------------------------------------------------
+    def on_train_begin(self, dataloader: Any = None) -> None:
+        pass
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        pass
+
+    def on_step_begin(self, local_step: Optional[int] = None) -> None:
+        pass
+
+    def on_before_optimizer_step(self) -> None:
+        if self.needs_grad and self.in_window():
+            self.update_scores()
+        if self.is_pruning_step():
+            self.update_masks(self.global_step)
+        if self.reg is not None and self.in_window() and self.reg.coeff > 0:
+            for name in self.modules:
+                self._add_to_grad(name, self.reg.grad_term(name, self._to_canonical(name, self._weight(name))))
+
+    def on_after_optimizer_step(self) -> None:
+        self._apply_masks()
+
+    def on_step_end(self) -> None:
+        self.global_step += 1
+
+    def on_epoch_end(self) -> None:
+        pass
+
+    def on_train_end(self) -> None:
+        pass
+
+    # ---- scores and masks --------------------------------------------------------------------
+    def update_scores(self) -> None:
+        """Fold the current gradients into the scores of a gradient criterion."""
+        for name in self.modules:
+            grad = self._grad(name)
+            if grad is None:
+                continue
+            self.scores[name] = self.criterion.score(self._weight(name), grad, self.scores.get(name))
+
+    def current_scores(self) -> Dict[str, np.ndarray]:
+        """Canonical numpy scores for mask computation."""
+        out = {}
+        for name in self.modules:
+            if self.criterion is not None and not self.criterion.needs_grad:
+                native = self.criterion.score(self._weight(name), None, None)
+            else:
+                native = self.scores.get(name)
+                if native is None:
+                    raise RuntimeError(
+                        f"pruning_type={self.config['pruning_type']!r} needs gradients, but layer {name!r} had no "
+                        f"gradient at step {self.global_step}; call loss.backward() before the optimizer step"
+                    )
+            out[name] = self._to_canonical(name, native)
+        return out
+
+    def target_at(self, step: int) -> float:
+        return self.scheduler.update_sparsity_ratio(step)
+
+    def compute_new_masks(self, step: int) -> Dict[str, np.ndarray]:
+        """Keep-masks for ``step`` without storing them."""
+        pre = {name: self._get_mask(name) for name in self.modules}
+        return self.pattern.get_masks(self.current_scores(), self.target_at(step), pre, self.max_sparsity_ratio_per_op)
+
+    def update_masks(self, step: int) -> None:
+        """Compute and store masks for ``step``, then zero the pruned weights."""
+        masks = self.compute_new_masks(step)
+        for name, keep in masks.items():
+            self._set_mask(name, keep)
+        self._apply_masks()
+        self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
+        logger.info("step %d: %s sparsity %.4f (target %.4f)", step, self.config["pattern"],
+                    self.current_sparsity_ratio, self.target_at(step))
+
+
+@register_pruner("basic")
+class BasicPruner(BasePruner):
+    """Masks recomputed from the criterion's scores at every pruning step (INC's basic pruner)."""
+
+
+@register_pruner("pattern_lock")
+class PatternLockPruner(BasePruner):
+    """Keeps the zeros a model already has: masks are taken from the weights once and never change."""
+
+    def on_train_begin(self, dataloader: Any = None) -> None:
+        if not self.masks or all(bool(self._get_mask(n).all()) for n in self.modules):
+            self.lock()
+
+    def lock(self) -> None:
+        for name in self.modules:
+            self._set_mask(name, self._to_canonical(name, self._weight(name)) != 0)
+        self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
+
+    def is_pruning_step(self, step: Optional[int] = None) -> bool:
+        return False
+
+    def is_done(self, step: Optional[int] = None) -> bool:
+        return True
+
+
+@register_pruner("progressive")
+class ProgressivePruner(BasePruner):
+    """Each pruning step's new blocks are pruned in ``progressive_steps`` stages over the interval.
+
+    At a pruning step the target mask is computed as usual; the units it newly prunes are ordered by
+    score (``progressive_type="scores"``) or by position (``"linear"``) and pruned a fraction at a time
+    at evenly spaced steps before the next pruning step. The last pruning step applies its mask at
+    once, so the target holds from ``end_step`` on.
+    """
+
+    def __init__(self, config, modules) -> None:
+        super().__init__(config, modules)
+        self.progressive_steps: int = self.config["progressive_steps"]
+        self.progressive_type: str = self.config["progressive_type"]
+        self._stages: Optional[Dict[str, Any]] = None
+
+    def _stage_step(self, step: int) -> Optional[int]:
+        """Which stage (1..p-1) ``step`` starts, or None."""
+        if self._stages is None:
+            return None
+        gap = max(self.pruning_frequency // self.progressive_steps, 1)
+        offset = step - self._stages["start"]
+        if offset > 0 and offset % gap == 0 and offset // gap < self.progressive_steps:
+            return offset // gap
+        return None
+
+    def on_before_optimizer_step(self) -> None:
+        stage = self._stage_step(self.global_step)
+        if stage is not None and not self.is_pruning_step():
+            self._apply_stage(stage)
+        super().on_before_optimizer_step()
+
+    def update_masks(self, step: int) -> None:
+        last = step >= self.scheduler.last_pruning_step() or self.progressive_steps == 1
+        if last:
+            self._stages = None
+            return super().update_masks(step)
+        old = {name: self._get_mask(name) for name in self.modules}
+        scores = self.current_scores()
+        new = self.pattern.get_masks(scores, self.target_at(step), old, self.max_sparsity_ratio_per_op)
+        plan = {}
+        for name in self.modules:
+            units = self.pattern.units(name, old[name].shape)
+            unit_scores = units.reduce(scores[name], self.pattern.reduce_type, old[name])
+            fresh = np.flatnonzero(units.already_pruned(new[name]) & ~units.already_pruned(old[name]))
+            if self.progressive_type == "scores":
+                fresh = fresh[np.argsort(unit_scores[fresh], kind="stable")]
+            plan[name] = (units, fresh)
+        self._stages = {"start": step, "old": old, "plan": plan}
+        self._apply_stage(0)
+
+    def _apply_stage(self, stage: int) -> None:
+        frac = (stage + 1) / self.progressive_steps
+        for name in self.modules:
+            units, fresh = self._stages["plan"][name]
+            prune = np.zeros(units.n_units, dtype=bool)
+            prune[fresh[: int(round(len(fresh) * frac))]] = True
+            self._set_mask(name, self._stages["old"][name] & ~units.expand(prune))
+        self._apply_masks()
+        self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
+        if stage + 1 >= self.progressive_steps:
+            self._stages = None
+
+
+def get_pruner_class(config: Mapping[str, Any]) -> type:
+    name, _ = resolve_pruning_type(config["pruning_type"])
+    return PRUNERS.get(name)
