@@ -12,6 +12,9 @@ from .schedulers import Scheduler, get_scheduler, sparsity_at
 from .regularizers import Regularizer
 from .pruner import BasePruner, get_pruner_class
 from .masks import compute_masks
+from .layers import LayerInfo, plan_groups, select_group
+from .report import LayerSparsity, SparsityReport
+from .session import PruningSession, compose_pruner_class
 
 __all__ = [
     "DEFAULTS", "WeightPruningConfig", "parse_pattern", "resolve_pruning_type",
@@ -23,4 +26,6 @@ __all__ = [
     "LayerUnits", "Pattern", "PatternNInM", "PatternNxM", "get_pattern",
     "Criterion", "Scheduler", "get_scheduler", "sparsity_at", "Regularizer",
     "BasePruner", "get_pruner_class", "compute_masks",
+    "LayerInfo", "plan_groups", "select_group", "LayerSparsity", "SparsityReport",
+    "PruningSession", "compose_pruner_class",
 ]

@@ -1,0 +1,121 @@
+"""``PruningSession``: every pruner group of a config, driven through INC's callbacks.
+
+Backends give the session a list of :class:`~nc_prune.core.layers.LayerInfo` and a *glue* class (a
+``BasePruner`` subclass that only implements the framework methods). The session picks each group's
+pruner class from the registry and mixes the glue in, so a pruner registered by a user with
+``@register_pruner`` runs on every backend without a line of framework code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
+
+from .config import WeightPruningConfig
+from .errors import ConfigTypeError
+from .layers import LayerInfo, plan_groups
+from .pruner import BasePruner, get_pruner_class
+
+_COMPOSED: Dict[tuple, type] = {}
+
+
+def compose_pruner_class(glue: Type[BasePruner], pruner: Type[BasePruner]) -> type:
+    """``class <Glue><Pruner>(glue, pruner)``, cached. The glue must define framework methods only."""
+    if issubclass(pruner, glue):
+        return pruner
+    key = (glue, pruner)
+    if key not in _COMPOSED:
+        prefix = glue.__name__.replace("BasePruner", "")
+        _COMPOSED[key] = type(f"{prefix}{pruner.__name__}", (glue, pruner), {"__module__": glue.__module__})
+    return _COMPOSED[key]
+
+
+def as_config(config: Union[WeightPruningConfig, Mapping[str, Any]]) -> WeightPruningConfig:
+    if isinstance(config, WeightPruningConfig):
+        return config
+    if isinstance(config, Mapping):
+        return WeightPruningConfig.from_dict(config)
+    raise ConfigTypeError(
+        f"config must be a WeightPruningConfig or a dict of its keys, got {type(config).__name__}"
+    )
+
+
+class PruningSession:
+    """Builds one pruner per group and forwards the callbacks to each.
+
+    Args:
+        config: a :class:`WeightPruningConfig` (or a dict for ``WeightPruningConfig.from_dict``).
+        layers: the model's prunable weights as the backend sees them.
+        make_modules: ``[LayerInfo] -> {name: handle}`` for a group's pruner.
+        glue: the backend's ``BasePruner`` subclass implementing the framework methods.
+    """
+
+    def __init__(self, config, layers: Sequence[LayerInfo],
+                 make_modules: Callable[[List[LayerInfo]], Dict[str, Any]], glue: Type[BasePruner]) -> None:
+        self.config = as_config(config)
+        groups = self.config.groups
+        plans = plan_groups(layers, groups)
+        self.pruners: List[BasePruner] = []
+        for group, plan in zip(groups, plans):
+            cls = compose_pruner_class(glue, get_pruner_class(group))
+            self.pruners.append(cls(group, make_modules(plan)))
+        self._step = 0
+
+    # ---- the step counter is the session's; pruners follow it -----------------------------
+    @property
+    def global_step(self) -> int:
+        return self._step
+
+    @global_step.setter
+    def global_step(self, value: int) -> None:
+        self._step = int(value)
+        for p in self.pruners:
+            p.global_step = self._step
+
+    @property
+    def needs_grad(self) -> bool:
+        return any(p.needs_grad for p in self.pruners)
+
+    def is_done(self) -> bool:
+        return all(p.is_done(self._step) for p in self.pruners)
+
+    def is_active(self) -> bool:
+        """Whether the current step does more than re-apply masks."""
+        return any(p.in_window(self._step) or not p.is_done(self._step) or getattr(p, "_stages", None)
+                   for p in self.pruners)
+
+    def layer_patterns(self) -> Dict[str, str]:
+        return {name: p.config["pattern"] for p in self.pruners for name in p.modules}
+
+    # ---- callbacks ---------------------------------------------------------------------------
+    def on_train_begin(self, dataloader: Any = None) -> None:
+        for p in self.pruners:
+            p.on_train_begin(dataloader)
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        for p in self.pruners:
+            p.on_epoch_begin(epoch)
+
+    def on_step_begin(self, local_step: Optional[int] = None) -> None:
+        for p in self.pruners:
+            p.on_step_begin(local_step)
+
+    def on_before_optimizer_step(self) -> None:
+        for p in self.pruners:
+            p.on_before_optimizer_step()
+
+    def on_after_optimizer_step(self) -> None:
+        for p in self.pruners:
+            p.on_after_optimizer_step()
+
+    def on_step_end(self) -> None:
+        for p in self.pruners:
+            p.on_step_end()
+        self._step += 1
+
+    def on_epoch_end(self) -> None:
+        for p in self.pruners:
+            p.on_epoch_end()
+
+    def on_train_end(self) -> None:
+        for p in self.pruners:
+            p.on_train_end()
