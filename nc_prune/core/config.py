@@ -209,10 +209,23 @@ def _parameters(value: Any, group: Optional[int]) -> Dict[str, Any]:
     return out
 
 
+def _located(parse: Callable[[Any], Any]) -> Callable[[str, Any, Optional[int]], Any]:
+    """A check from a parser whose message lacks the config location: prefix it, keep the value."""
+
+    def check(key: str, value: Any, group: Optional[int]) -> Any:
+        try:
+            parse(value)
+        except (ConfigError, ConfigTypeError) as exc:
+            raise type(exc)(f"{_where(group)}: {exc}") from None
+        return value
+
+    return check
+
+
 _CHECKS: Dict[str, Callable[[str, Any, Optional[int]], Any]] = {
     "target_sparsity": lambda k, v, g: _number(k, v, g, 0.0, 1.0, hi_open=True),
-    "pruning_type": lambda k, v, g: (resolve_pruning_type(v), v)[1],
-    "pattern": lambda k, v, g: (parse_pattern(v), v)[1],
+    "pruning_type": _located(resolve_pruning_type),
+    "pattern": _located(parse_pattern),
     "op_names": lambda k, v, g: _string_list(k, v, g, regex=True),
     "excluded_op_names": lambda k, v, g: _string_list(k, v, g, regex=True),
     "start_step": lambda k, v, g: _integer(k, v, g, 0),
