@@ -1,0 +1,82 @@
+"""``PytorchBasePruner``: the torch glue of ``BasePruner`` — nothing else.
+
+Masks are boolean buffers ``<param>_prune_mask`` on each pruned module; gradient criteria keep their
+running scores in ``<param>_prune_score`` buffers, so a checkpoint resumes them exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..core.pruner import BasePruner
+from ._adapter import tensor_to_numpy
+from .layers import TorchTarget
+
+
+class PytorchBasePruner(BasePruner):
+    """Framework glue for torch. ``modules`` maps layer names to :class:`TorchTarget`."""
+
+    modules: dict
+
+    def __init__(self, config, modules) -> None:
+        super().__init__(config, modules)
+        for name, target in self.modules.items():
+            self.masks[name] = self._ensure_buffer(target, target.mask_name, torch.bool, True)
+            if self.needs_grad:
+                score = self._ensure_buffer(target, target.score_name, target.weight.dtype, 0)
+                # a zero score buffer means "no score yet" unless a checkpoint filled it
+                self.scores[name] = score if bool(score.any()) else None
+
+    @staticmethod
+    def _ensure_buffer(target: TorchTarget, buf_name: str, dtype: torch.dtype, fill) -> torch.Tensor:
+        w = target.weight
+        existing = target.module._buffers.get(buf_name)
+        if existing is not None and existing.shape == w.shape:
+            return existing
+        buf = torch.full(w.shape, fill, dtype=dtype, device=w.device)
+        target.module.register_buffer(buf_name, buf, persistent=True)
+        return buf
+
+    def _buffer(self, name: str, which: str) -> torch.Tensor:
+        target: TorchTarget = self.modules[name]
+        return target.module._buffers[target.mask_name if which == "mask" else target.score_name]
+
+    # ---- glue ----------------------------------------------------------------------------------
+    def _weight(self, name):
+        return self.modules[name].weight.detach()
+
+    def _grad(self, name):
+        return self.modules[name].weight.grad
+
+    def _to_canonical(self, name, value) -> np.ndarray:
+        return tensor_to_numpy(self.modules[name].canonical(value))
+
+    def _get_mask(self, name) -> np.ndarray:
+        return self._to_canonical(name, self._buffer(name, "mask"))
+
+    def _set_mask(self, name, keep: np.ndarray) -> None:
+        target: TorchTarget = self.modules[name]
+        buf = self._buffer(name, "mask")
+        new = torch.from_numpy(np.ascontiguousarray(keep))
+        buf.copy_(target.native(new).to(buf.device))
+        self.masks[name] = buf
+
+    @torch.no_grad()
+    def _apply_masks(self) -> None:
+        for name, target in self.modules.items():
+            target.weight.mul_(target.module._buffers[target.mask_name])
+
+    def _add_to_grad(self, name, term: np.ndarray) -> None:
+        target: TorchTarget = self.modules[name]
+        grad = target.weight.grad
+        if grad is not None:
+            grad.add_(target.native(torch.from_numpy(np.ascontiguousarray(term))).to(grad.device, grad.dtype))
+
+    def update_scores(self) -> None:
+        super().update_scores()
+        for name, score in self.scores.items():  # keep the checkpointed buffer in step
+            buf = self._buffer(name, "score")
+            if score is not None and score is not buf:
+                buf.copy_(score)
+                self.scores[name] = buf
