@@ -213,8 +213,8 @@ class ProgressivePruner(BasePruner):
     """Each pruning step's new blocks are pruned in ``progressive_steps`` stages over the interval.
 
     At a pruning step the target mask is computed as usual; the units it newly prunes are ordered by
-    score (``progressive_type="scores"``) or by position (``"linear"``) and pruned a fraction at a time
-    at evenly spaced steps before the next pruning step. The last pruning step applies its mask at
+    score (``progressive_type="scores"``) or by position (``"linear"``); at stage ``j`` (of ``p``) a layer
+    has pruned the first ``floor(new * j / p)`` of them. Stages are evenly spaced before the next pruning step. The last pruning step applies its mask at
     once, so the target holds from ``end_step`` on.
     """
 
@@ -260,11 +260,10 @@ class ProgressivePruner(BasePruner):
         self._apply_stage(0)
 
     def _apply_stage(self, stage: int) -> None:
-        frac = (stage + 1) / self.progressive_steps
         for name in self.modules:
             units, fresh = self._stages["plan"][name]
             prune = np.zeros(units.n_units, dtype=bool)
-            prune[fresh[: int(round(len(fresh) * frac))]] = True
+            prune[fresh[: len(fresh) * (stage + 1) // self.progressive_steps]] = True
             self._set_mask(name, self._stages["old"][name] & ~units.expand(prune))
         self._apply_masks()
         self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})

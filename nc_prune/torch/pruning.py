@@ -105,6 +105,7 @@ class TorchPruning:
 
     @property
     def global_step(self) -> int:
+        self._sync_step()
         return self.session.global_step
 
     # ---- optimizer hooks ---------------------------------------------------------------------
