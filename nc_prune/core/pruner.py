@@ -110,7 +110,19 @@ class BasePruner:
 
     # ---- callbacks (INC names) ---------------------------------------------------------------
     def on_train_begin(self, dataloader: Any = None) -> None:
-        pass
+        if self.config["resume_from_pruned_checkpoint"]:
+            self.adopt_existing_zeros()
+
+    def adopt_existing_zeros(self) -> None:
+        """Mask the weights that are already zero (INC's ``resume_from_pruned_checkpoint``).
+
+        For a checkpoint saved by a pruner that kept no masks: its zeros stay zero, and the schedule
+        continues from there. Layers whose masks already prune something are left as they are.
+        """
+        for name in self.modules:
+            if bool(self._get_mask(name).all()):
+                self._set_mask(name, self._to_canonical(name, self._weight(name)) != 0)
+        self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
 
     def on_epoch_begin(self, epoch: int) -> None:
         pass
@@ -193,13 +205,7 @@ class PatternLockPruner(BasePruner):
     """Keeps the zeros a model already has: masks are taken from the weights once and never change."""
 
     def on_train_begin(self, dataloader: Any = None) -> None:
-        if not self.masks or all(bool(self._get_mask(n).all()) for n in self.modules):
-            self.lock()
-
-    def lock(self) -> None:
-        for name in self.modules:
-            self._set_mask(name, self._to_canonical(name, self._weight(name)) != 0)
-        self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
+        self.adopt_existing_zeros()
 
     def is_pruning_step(self, step: Optional[int] = None) -> bool:
         return False

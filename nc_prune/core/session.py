@@ -78,11 +78,6 @@ class PruningSession:
     def is_done(self) -> bool:
         return all(p.is_done(self._step) for p in self.pruners)
 
-    def is_active(self) -> bool:
-        """Whether the current step does more than re-apply masks."""
-        return any(p.in_window(self._step) or not p.is_done(self._step) or getattr(p, "_stages", None)
-                   for p in self.pruners)
-
     def layer_patterns(self) -> Dict[str, str]:
         return {name: p.config["pattern"] for p in self.pruners for name in p.modules}
 

@@ -1,7 +1,8 @@
 """``PytorchBasePruner``: the torch glue of ``BasePruner`` — nothing else.
 
 Masks are boolean buffers ``<param>_prune_mask`` on each pruned module; gradient criteria keep their
-running scores in ``<param>_prune_score`` buffers, so a checkpoint resumes them exactly.
+running scores in ``<param>_prune_score`` buffers, so a checkpoint resumes them exactly. With
+``low_memory_usage=True`` those score buffers are float16.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class PytorchBasePruner(BasePruner):
         for name, target in self.modules.items():
             self.masks[name] = self._ensure_buffer(target, target.mask_name, torch.bool, True)
             if self.needs_grad:
-                score = self._ensure_buffer(target, target.score_name, target.weight.dtype, 0)
+                dtype = target.weight.dtype
+                if self.config["low_memory_usage"] and dtype in (torch.float32, torch.float64):
+                    dtype = torch.float16  # half the memory for the running scores
+                score = self._ensure_buffer(target, target.score_name, dtype, 0)
                 # a zero score buffer means "no score yet" unless a checkpoint filled it
                 self.scores[name] = score if bool(score.any()) else None
 
@@ -78,5 +82,5 @@ class PytorchBasePruner(BasePruner):
         for name, score in self.scores.items():  # keep the checkpointed buffer in step
             buf = self._buffer(name, "score")
             if score is not None and score is not buf:
-                buf.copy_(score)
+                buf.copy_(score.clamp(max=torch.finfo(buf.dtype).max) if buf.dtype == torch.float16 else score)
                 self.scores[name] = buf

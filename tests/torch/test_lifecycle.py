@@ -186,3 +186,31 @@ def test_report_as_table_and_data(seeded):
     table = str(rep)
     assert "4x1" in table and "total" in table and "46.15%" in table
     assert sparsity_report(model).to_dict() == data  # from the model alone, via the live pruning
+
+
+def test_resume_from_pruned_checkpoint_masks_existing_zeros(seeded):
+    model = mlp()
+    with torch.no_grad():
+        model[0].weight[:16] = 0  # 16 whole rows: 4 blocks of 4x1 per column
+    zeros_before = zeros(model[0].weight)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cfg = WeightPruningConfig(pruning_type="magnitude", pattern="4x1", target_sparsity=0.8, start_step=5,
+                              end_step=9, resume_from_pruned_checkpoint=True, pruning_scope="local")
+    prepare_pruning(model, cfg, opt)
+    assert int((~model[0].weight_prune_mask).sum()) == zeros_before == 256
+    train_steps(model, opt, 4)  # before start_step: only the adopted zeros are held
+    assert zeros(model[0].weight) == 256 and zeros(model[2].weight) == 0
+    train_steps(model, opt, 6)
+    assert zeros(model[0].weight) == int(0.8 * 128) * 4
+    assert torch.all(model[0].weight[:16] == 0)  # the adopted zeros stayed
+
+
+def test_low_memory_usage_keeps_half_precision_scores(seeded):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    cfg = WeightPruningConfig(pruning_type="snip_momentum", start_step=0, end_step=4, low_memory_usage=True,
+                              target_sparsity=0.5)
+    prepare_pruning(model, cfg, opt)
+    assert model[0].weight_prune_score.dtype == torch.float16
+    train_steps(model, opt, 6)
+    assert zeros(model[0].weight) + zeros(model[2].weight) == int(0.5 * 384) * 4
