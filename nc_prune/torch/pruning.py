@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -59,6 +60,11 @@ class TorchPruning:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.config = as_config(config)
+        previous = _LIVE.get(model)
+        if previous is not None:
+            warnings.warn("this model was already prepared for pruning; the earlier pruning's hooks are removed "
+                          "and its masks adopted by the new one", stacklevel=3)
+            previous.remove()
         infos, targets = find_targets(model)
         self._targets = targets
         self.session = PruningSession(self.config, infos, lambda plan: {l.name: targets[l.name] for l in plan},

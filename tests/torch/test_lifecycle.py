@@ -214,3 +214,16 @@ def test_low_memory_usage_keeps_half_precision_scores(seeded):
     assert model[0].weight_prune_score.dtype == torch.float16
     train_steps(model, opt, 6)
     assert zeros(model[0].weight) + zeros(model[2].weight) == int(0.5 * 384) * 4
+
+
+def test_preparing_again_replaces_the_earlier_hooks_and_keeps_masks(seeded):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    first = prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", target_sparsity=0.5), opt)
+    train_steps(model, opt, 1)
+    masks = {n: m.clone() for n, m in first.masks.items()}
+    with pytest.warns(UserWarning, match="already prepared"):
+        second = prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", target_sparsity=0.5), opt)
+    assert len(opt._optimizer_step_pre_hooks) == 1 and len(opt._optimizer_step_post_hooks) == 1
+    assert all(torch.equal(second.masks[n], masks[n]) for n in masks)
+    assert sum(len(m._load_state_dict_post_hooks) for m in model.modules()) == 2
