@@ -1,0 +1,181 @@
+"""NxM block patterns: golden masks, exact counts, block structure, conv layout, channel patterns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _core_reference import block_means, canonical_2d, floor_count, reference_global, reference_local
+from nc_prune import PatternNxM, compute_masks, get_pattern
+from nc_prune.core.arrays import from_2d, to_2d
+
+
+def rows_filled(o, i):
+    """Row r of the weight is filled with r: blocks of low rows score low."""
+    return np.repeat(np.arange(o, dtype=np.float64)[:, None], i, axis=1)
+
+
+def cols_filled(o, i):
+    return np.repeat(np.arange(i, dtype=np.float64)[None, :], o, axis=0)
+
+
+def test_docstring_example_2x1():
+    w = np.array([[9., 1.], [8., 1.], [1., 7.], [1., 7.]])
+    keep = compute_masks({"fc": np.abs(w)}, "2x1", 0.5)["fc"]
+    assert keep.astype(int).tolist() == [[1, 0], [1, 0], [0, 1], [0, 1]]
+
+
+def test_golden_4x1_rows():
+    keep = compute_masks({"fc": rows_filled(8, 3)}, "4x1", 0.5)["fc"]
+    assert keep.astype(int).tolist() == [[0, 0, 0]] * 4 + [[1, 1, 1]] * 4
+
+
+def test_golden_1x2_columns():
+    keep = compute_masks({"fc": cols_filled(2, 6)}, "1x2", 0.34)["fc"]  # 6 blocks, floor(2.04) = 2 pruned
+    assert keep.astype(int).tolist() == [[0, 0, 1, 1, 1, 1]] * 2
+    keep = compute_masks({"fc": cols_filled(2, 6)}, "1x2", 0.5)["fc"]  # 3 blocks pruned: ties by position
+    assert keep.astype(int).tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]]
+
+
+def test_golden_2x2_global_two_layers():
+    a = np.array([[1, 1, 9, 9], [1, 1, 9, 9]], dtype=float)   # blocks: 1, 9
+    b = np.array([[5, 5, 0, 0], [5, 5, 0, 0]], dtype=float)   # blocks: 5, 0
+    masks = compute_masks({"a": a, "b": b}, "2x2", 0.5)
+    assert masks["a"].astype(int).tolist() == [[0, 0, 1, 1]] * 2
+    assert masks["b"].astype(int).tolist() == [[1, 1, 0, 0]] * 2
+    local = compute_masks({"a": a, "b": b}, "2x2", 0.5, scope="local")
+    assert local["a"].astype(int).tolist() == [[0, 0, 1, 1]] * 2
+    assert local["b"].astype(int).tolist() == [[1, 1, 0, 0]] * 2
+
+
+@pytest.mark.parametrize("reduce_type, expected", [
+    ("mean", [[0, 0], [1, 1]]),   # block means 2.5 (top) vs 3.0 (bottom)
+    ("sum", [[0, 0], [1, 1]]),
+    ("max", [[1, 1], [0, 0]]),   # block max 5 (top) vs 3 (bottom)
+])
+def test_reduce_types(reduce_type, expected):
+    s = np.array([[0.0, 5.0], [3.0, 3.0]])
+    keep = compute_masks({"fc": s}, "1x2", 0.5, criterion_reduce_type=reduce_type)["fc"]
+    assert keep.astype(int).tolist() == expected
+
+
+SHAPES = [(8, 4), (16, 12), (32, 32), (4, 64), (12, 6, 3, 3), (8, 2, 1, 5), (16, 3, 2)]
+
+
+@pytest.mark.parametrize("pattern, bh, bw", [("1x1", 1, 1), ("4x1", 4, 1), ("2x2", 2, 2), ("1x2", 1, 2),
+                                             ("4x2", 4, 2)])
+@pytest.mark.parametrize("target", [0.0, 0.1, 0.33, 0.5, 0.57, 0.9, 0.98])
+def test_exact_counts_and_blocks_local(pattern, bh, bw, target):
+    rng = np.random.default_rng(int(target * 100) + bh * 10 + bw)
+    for shape in SHAPES:
+        cols = int(np.prod(shape[1:]))
+        if shape[0] % bh or cols % bw:
+            continue
+        units = (shape[0] // bh) * (cols // bw)
+        s = rng.random(shape)
+        keep = compute_masks({"w": s}, pattern, target, scope="local", max_sparsity_ratio_per_op=1.0)["w"]
+        assert keep.shape == shape and keep.dtype == bool
+        assert int((~keep).sum()) == floor_count(units, target) * bh * bw
+        grid = to_2d(keep).reshape(shape[0] // bh, bh, cols // bw, bw)
+        assert (grid.all(axis=(1, 3)) | ~grid.any(axis=(1, 3))).all()  # every block all kept or all pruned
+        # the pruned blocks are the lowest-scored ones
+        means = block_means(canonical_2d(s), bh, bw).reshape(-1)
+        pruned = ~grid.any(axis=(1, 3)).reshape(-1)
+        if pruned.any() and not pruned.all():
+            assert means[pruned].max() < means[~pruned].min()
+
+
+@pytest.mark.filterwarnings("ignore:target sparsity")
+@pytest.mark.parametrize("pattern, bh, bw", [("4x1", 4, 1), ("2x2", 2, 2), ("1x1", 1, 1)])
+def test_global_blocks_equal_reference_with_ties(pattern, bh, bw):
+    rng = np.random.default_rng(bh * 7 + bw)
+    for trial in range(20):
+        shapes = [(8, 4), (4, 6), (8, 2, 1, 2), (4, 2, 2, 1)]
+        scores = {f"l{j}": rng.integers(0, 4, size=s).astype(np.float32) for j, s in enumerate(shapes)}
+        target = float(rng.choice([0.2, 0.5, 0.75]))
+        lo_r, hi_r = float(rng.choice([0.0, 0.25])), float(rng.choice([0.5, 1.0]))
+        block_scores = [block_means(canonical_2d(s), bh, bw).reshape(-1) for s in scores.values()]
+        sizes = [b.size for b in block_scores]
+        lo = [int(np.ceil(round(n * lo_r, 6))) for n in sizes]
+        hi = [floor_count(n, hi_r) for n in sizes]
+        k = floor_count(sum(sizes), target)
+        want = reference_global(block_scores, k, lo, hi)
+        masks = compute_masks(scores, pattern, target, max_sparsity_ratio_per_op=hi_r, min_sparsity_ratio_per_op=lo_r)
+        for (name, keep), w, s in zip(masks.items(), want, scores.values()):
+            grid = ~to_2d(keep).reshape(s.shape[0] // bh, bh, -1, bw).any(axis=(1, 3))
+            assert np.array_equal(grid.reshape(-1), w), (trial, name)
+
+
+def test_conv_view_is_out_by_kernel_then_input_fastest():
+    o, i, kh, kw = 3, 4, 2, 3
+    a = np.arange(o * i * kh * kw).reshape(o, i, kh, kw)
+    v = to_2d(a)
+    assert v.shape == (o, kh * kw * i)
+    for oo in range(o):
+        for y in range(kh):
+            for x in range(kw):
+                for ii in range(i):
+                    assert v[oo, (y * kw + x) * i + ii] == a[oo, ii, y, x]
+    assert np.array_equal(v, canonical_2d(a))
+    assert np.array_equal(from_2d(v, a.shape), a)
+    a3 = np.arange(2 * 3 * 5).reshape(2, 3, 5)
+    assert np.array_equal(to_2d(a3), canonical_2d(a3)) and np.array_equal(from_2d(to_2d(a3), a3.shape), a3)
+
+
+def test_conv_1x4_blocks_are_input_channels_at_one_kernel_position():
+    o, i, kh, kw = 4, 4, 3, 3
+    # score of (filter, position) = filter * 9 + position, the same for every input channel
+    pos = np.arange(kh * kw).reshape(kh, kw)
+    s = np.broadcast_to((np.arange(o)[:, None, None] * 9 + pos[None])[:, None], (o, i, kh, kw)).astype(float)
+    keep = compute_masks({"conv": s}, f"1x{i}", 0.5)["conv"]
+    assert int((~keep).sum()) == 18 * i
+    for oo in range(o):
+        for y in range(kh):
+            for x in range(kw):
+                column = keep[oo, :, y, x]
+                assert column.all() or not column.any()
+                assert column.all() == (oo * 9 + y * kw + x >= 18)
+
+
+def test_1xchannel_prunes_whole_filters_on_conv():
+    o, i = 8, 3
+    s = np.random.default_rng(0).random((o, i, 3, 3)) + np.arange(o)[:, None, None, None] * 10
+    keep = compute_masks({"conv": s}, "1xchannel", 0.5)["conv"]
+    assert (~keep[:4]).all() and keep[4:].all()
+    pat = get_pattern({"pattern": "1xchannel"})
+    assert pat.get_block_size_dict({"conv": s}) == {"conv": [1, i * 9]}
+
+
+def test_channelx1_prunes_input_channels_everywhere_on_conv():
+    o, i = 4, 6
+    s = np.random.default_rng(1).random((o, i, 3, 3)) + np.array([5, 0, 4, 1, 3, 2])[None, :, None, None] * 10
+    keep = compute_masks({"conv": s}, "channelx1", 0.5)["conv"]
+    assert int((~keep).sum()) == 3 * o * 9
+    for c in range(i):
+        assert keep[:, c].all() == (c in (0, 2, 4))
+        assert keep[:, c].all() or not keep[:, c].any()
+
+
+def test_channel_patterns_on_linear():
+    s = rows_filled(6, 4)
+    keep = compute_masks({"fc": s}, "1xchannel", 0.5)["fc"]
+    assert keep.astype(int).tolist() == [[0] * 4] * 3 + [[1] * 4] * 3
+    keep = compute_masks({"fc": cols_filled(3, 6)}, "channelx1", 0.34)["fc"]
+    assert keep.astype(int).tolist() == [[0, 0, 1, 1, 1, 1]] * 3
+
+
+def test_channel_patterns_mixed_layers_global():
+    """Channel units of different sizes rank by their reduced score, counted as units."""
+    a = rows_filled(4, 8) + 100  # 4 rows, high
+    b = rows_filled(8, 2)  # 8 rows, low
+    masks = compute_masks({"a": a, "b": b}, "1xchannel", 0.5)
+    assert masks["a"].all()
+    assert int((~masks["b"]).all(axis=1).sum()) == 6  # floor(12 * 0.5) = 6 rows, all in b
+
+
+def test_block_size_attribute_and_unit_split():
+    pat = get_pattern({"pattern": "4x1"})
+    assert isinstance(pat, PatternNxM) and pat.block_size == [4, 1]
+    assert pat.get_block_size_dict({"a": np.zeros((8, 4)), "c": np.zeros((8, 2, 3, 3))}) == {"a": [4, 1], "c": [4, 1]}
+    lu = pat.units("c", (8, 2, 3, 3))
+    assert lu.n_units == 2 * 18 and lu.unit_size == 4
