@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _core_reference import block_means, canonical_2d, floor_count, reference_global, reference_local
+from _core_reference import block_means, canonical_2d, floor_count, reference_global
 from nc_prune import PatternNxM, compute_masks, get_pattern
 from nc_prune.core.arrays import from_2d, to_2d
 
