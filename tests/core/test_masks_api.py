@@ -205,3 +205,15 @@ def test_units_keep_canonical_view_for_expand():
     prune = lu.expand(np.array([True, False, False, True]))
     assert prune.shape == (2, 8, 1, 1)
     assert to_2d(prune).astype(int).tolist() == [[1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 0, 0]]
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_pre_pruned_units_rank_before_minus_inf_scores(scope):
+    """A unit pruned before must count towards the target even when a score of -inf ties with it."""
+    s = np.array([[-np.inf, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])
+    pre = np.ones((1, 8), dtype=bool)
+    pre[0, 5] = False
+    keep = compute_masks({"a": s}, "1x1", 0.125, scope=scope, pre_masks={"a": pre})["a"]
+    assert keep.astype(int).tolist() == [[1, 1, 1, 1, 1, 0, 1, 1]]
+    keep = compute_masks({"a": s}, "1x1", 0.25, scope=scope, pre_masks={"a": pre})["a"]
+    assert keep.astype(int).tolist() == [[0, 1, 1, 1, 1, 0, 1, 1]]

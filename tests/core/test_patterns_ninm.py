@@ -137,3 +137,10 @@ def test_unfit_columns_warn_and_stay_dense():
 def test_block_size_dict():
     pat = get_pattern({"pattern": "2:4"})
     assert pat.get_block_size_dict({"a": np.zeros((4, 8)), "c": np.zeros((4, 8, 3, 3))}) == {"a": [1, 4], "c": [1, 4]}
+
+
+def test_pre_pruned_weight_stays_the_pruned_one_of_its_group_despite_minus_inf():
+    s = np.array([[-np.inf, 1.0, 2.0, 3.0]])
+    pre = np.array([[True, True, False, True]])
+    keep = compute_masks({"fc": s}, "1:4", 0.25, pre_masks={"fc": pre})["fc"]
+    assert keep.astype(int).tolist() == [[1, 1, 0, 1]]

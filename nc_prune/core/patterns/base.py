@@ -183,7 +183,10 @@ class Pattern:
             if keep is not None:
                 done = lu.already_pruned(keep)
                 forced = int(np.count_nonzero(done))
-                us[done] = -np.inf
+                if forced:
+                    # units pruned before rank first: a score of -inf passed in ranks just after them
+                    np.maximum(us, np.finfo(us.dtype).min, out=us)
+                    us[done] = -np.inf
             n = lu.n_units
             lo_l = count_at_least(n, min(1.0, min_ratio * lu.ratio_scale))
             hi_l = count_for_ratio(n, min(1.0, max_ratio * lu.ratio_scale))

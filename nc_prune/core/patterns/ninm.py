@@ -51,6 +51,9 @@ class GroupUnits(LayerUnits):
         g = self._groups(np.asarray(score))
         if keep is not None:
             # weights already pruned are the first to go in their group, so pruned positions persist
+            # (ahead of any score of -inf passed in, which ranks as the lowest finite value)
+            if np.issubdtype(g.dtype, np.floating):
+                g = np.maximum(g, np.finfo(g.dtype).min)
             g = np.where(self._groups(keep), g, -np.inf)
         lowest = np.argsort(g, axis=-1, kind="stable")[:, : self.n]
         self._lowest = lowest
