@@ -1,0 +1,362 @@
+"""The ``nc-prune`` command (also ``python -m nc_prune``): demo, report, validate.
+
+Every error is one line on standard error, prefixed with the command, and a non-zero exit code:
+2 for bad input (arguments, files, configs), 1 for anything unexpected (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import sys
+import traceback
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .core.config import WeightPruningConfig
+from .core.errors import NcPruneError
+from .core.layers import LayerInfo, head_name, plan_groups
+from .core.patterns.base import get_pattern
+from .core.report import SparsityReport
+
+PROG = "nc-prune"
+DEMO_MODEL = "demo-cnn"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class CliError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    frameworks = ["torch", "keras"] if args.framework == "all" else [args.framework]
+    result = run_demo(args.out, quick=args.quick, frameworks=frameworks, seed=args.seed,
+                      show_progress=False if args.no_progress else None, plots=not args.no_plots)
+    failed = [f for f in frameworks if f in result.skipped and (f == "torch" or args.framework != "all")]
+    if failed:
+        raise CliError(f"the {failed[0]} part of the demo could not run: {result.skipped[failed[0]]}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def _torch_report(path: str, unsafe: bool) -> Tuple[SparsityReport, List[str]]:
+    import pickle
+
+    import torch
+    from .torch import sparsity_report
+    from .torch.layers import MASK_SUFFIX, SCORE_SUFFIX, STEP_BUFFER
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
+    except pickle.UnpicklingError:
+        raise CliError(f"{path} holds more than tensors (a pickled model?); loading it runs code stored in the "
+                       f"file: pass --unsafe-load if you trust it, or save model.state_dict() instead") from None
+    except (RuntimeError, EOFError) as exc:
+        raise CliError(f"{path} is not a readable torch checkpoint: {exc}") from None
+    if isinstance(obj, torch.nn.Module):
+        return sparsity_report(obj), [f"model {type(obj).__name__}: its Linear and Conv weights"]
+    state = _find_state_dict(obj, path)
+    notes = [f"state_dict: every '*weight' tensor with 2 or more dimensions ({len(state)} tensors in the file)"]
+    if STEP_BUFFER in state:
+        notes.append(f"saved during pruning at step {int(state[STEP_BUFFER])} (masks still attached; "
+                     f"nc_prune.torch.strip(model) before export)")
+    weights = {k[: -len(".weight")] if k.endswith(".weight") else k: v.float().numpy() for k, v in state.items()
+               if k.endswith("weight") and v.dim() >= 2 and not k.endswith((MASK_SUFFIX, SCORE_SUFFIX))}
+    if not weights:
+        raise CliError(f"{path}: no weight with 2 or more dimensions among its keys "
+                       f"({', '.join(list(state)[:8])}{'...' if len(state) > 8 else ''})")
+    return SparsityReport.from_arrays(weights), notes
+
+
+def _find_state_dict(obj: Any, path: str) -> Dict[str, Any]:
+    import torch
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        raise CliError(f"{path}: a dict without a state_dict in it (keys: {', '.join(map(str, list(obj)[:8]))}); "
+                       f"expected model.state_dict() or {{'state_dict': ...}}")
+    raise CliError(f"{path} holds a {type(obj).__name__}, not a state_dict or a torch model")
+
+
+def _keras_report(path: str) -> Tuple[SparsityReport, List[str]]:
+    keras_backend = _keras_backend("read .keras checkpoints")
+    import keras
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, OSError) as exc:
+        raise CliError(f"{path} is not a loadable .keras model: {' '.join(str(exc).split())}") from None
+    return keras_backend.sparsity_report(model), [f"Keras model {model.name!r}: its Dense and Conv kernels"]
+
+
+def _keras_backend(what: str):
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        raise CliError(f"Keras is not installed; pip install tensorflow-cpu keras to {what}") from None
+    try:
+        return importlib.import_module("nc_prune.keras")
+    except ImportError as exc:
+        raise CliError(f"the nc_prune Keras backend is not available ({exc}); it is needed to {what}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = args.checkpoint
+    if not os.path.isfile(path):
+        raise CliError(f"no such file: {path}")
+    if path.endswith(".keras"):
+        report, notes = _keras_report(path)
+    elif path.endswith(TORCH_SUFFIXES):
+        report, notes = _torch_report(path, args.unsafe_load)
+    else:
+        raise CliError(f"{path}: unknown checkpoint type; expected a torch file ({', '.join(TORCH_SUFFIXES)}) "
+                       f"or a Keras .keras file")
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"{path}: " + "; ".join(notes))
+        print(report)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# validate
+# --------------------------------------------------------------------------------------------
+def load_config_file(path: str) -> WeightPruningConfig:
+    """A :class:`WeightPruningConfig` from a ``.json``, ``.yaml`` or ``.yml`` file of its keys."""
+    if not os.path.isfile(path):
+        raise CliError(f"no such file: {path}")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise CliError("reading YAML needs PyYAML: pip install pyyaml (or write the config as JSON)") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CliError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    elif path.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{path} is not valid JSON: {exc}") from None
+    else:
+        raise CliError(f"{path}: a config file must end in .json, .yaml or .yml")
+    if not isinstance(data, Mapping):
+        raise CliError(f"{path} must hold a mapping of WeightPruningConfig keys, got {type(data).__name__}")
+    return WeightPruningConfig.from_dict(data)
+
+
+def _load_model(spec: str) -> Any:
+    if spec == DEMO_MODEL:
+        from .demo.torch_part import build_model
+        return build_model()
+    if ":" not in spec:
+        raise CliError(f"--model {spec!r}: use {DEMO_MODEL!r} or 'package.module:factory' (a torch or Keras "
+                       f"model, or a function returning one)")
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except ImportError as exc:
+        raise CliError(f"--model {spec!r}: cannot import {module_name!r}: {exc}") from None
+    except AttributeError:
+        raise CliError(f"--model {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if callable(obj) and not _is_model(obj):
+        try:
+            obj = obj()
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's factory is their input's problem
+            raise CliError(f"--model {spec!r}: calling {attr}() failed: {type(exc).__name__}: {exc}") from None
+    if not _is_model(obj):
+        raise CliError(f"--model {spec!r} gave a {type(obj).__name__}, not a torch.nn.Module or Keras model")
+    return obj
+
+
+def _is_model(obj: Any) -> bool:
+    for mod, cls in (("torch.nn", "Module"), ("keras", "Model")):
+        m = sys.modules.get(mod)
+        if m is not None and isinstance(obj, getattr(m, cls)):
+            return True
+    return False
+
+
+def _layer_infos(model: Any) -> List[LayerInfo]:
+    torch_nn = sys.modules.get("torch.nn")
+    if torch_nn is not None and isinstance(model, torch_nn.Module):
+        from .torch import find_targets
+        return find_targets(model)[0]
+    return _keras_backend("plan Keras models").find_targets(model)[0]
+
+
+def _why_dense(info: LayerInfo, groups: Sequence[Mapping[str, Any]], head: Optional[str], misfit: bool) -> str:
+    if misfit:
+        return "shape does not fit the pattern"
+    if info.name == head:
+        return "classifier head (last linear layer)"
+    typed = [g for g in groups if any(t in tn for t in g["pruning_op_types"] for tn in info.type_names)]
+    if not typed:
+        return "type not in pruning_op_types"
+    named = [g for g in typed if not g["op_names"] or any(re.search(p, info.name) for p in g["op_names"])]
+    return "matched by excluded_op_names" if named else "no op_names regex matches"
+
+
+def _plan_rows(config: WeightPruningConfig, infos: List[LayerInfo]) -> Tuple[List[Tuple[str, ...]], List[str]]:
+    groups = config.groups
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plans = plan_groups(infos, groups)
+    notes = [" ".join(str(w.message).split()) for w in caught]
+    where = {l.name: i for i, plan in enumerate(plans) for l in plan}
+    head = head_name(infos)
+    rows = []
+    for info in infos:
+        shape = "x".join(map(str, info.shape))
+        i = where.get(info.name)
+        if i is None:
+            misfit = any(f"{info.name!r}" in n for n in notes)
+            rows.append((info.name, info.type_names[0], shape, "-", "-", "-", "-",
+                         "left dense: " + _why_dense(info, groups, head, misfit)))
+            continue
+        g = groups[i]
+        units = get_pattern(g).units(info.name, info.shape)
+        unit = "x".join(map(str, units.block_size()))
+        rows.append((info.name, info.type_names[0], shape, str(i), g["pattern"], f"{g['target_sparsity']:.0%}",
+                     f"{units.n_units:,} of {unit}", ""))
+    return rows, notes
+
+
+def _group_lines(config: WeightPruningConfig) -> List[str]:
+    lines = []
+    for i, g in enumerate(config.groups):
+        if g["start_step"] == g["end_step"]:
+            when = f"one-shot at step {g['start_step']}"
+        else:
+            when = (f"steps {g['start_step']}..{g['end_step']} every {g['pruning_frequency']} "
+                    f"({g['sparsity_decay_type']} decay)")
+        lines.append(f"group {i}: {g['pruning_type']}, pattern {g['pattern']}, target {g['target_sparsity']:.0%} "
+                     f"({g['pruning_scope']} scope, per layer {g['min_sparsity_ratio_per_op']:.0%}.."
+                     f"{g['max_sparsity_ratio_per_op']:.0%}), {when}; op types {g['pruning_op_types']}, "
+                     f"op_names {g['op_names'] or 'all'}, excluded {g['excluded_op_names'] or 'none'}")
+    return lines
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config_file(args.config)
+    plan = _plan_rows(config, _layer_infos(_load_model(args.model))) if args.model else None
+    print(f"{args.config}: valid, {len(config.groups)} pruner group(s)")
+    for line in _group_lines(config):
+        print("  " + line)
+    if plan is None:
+        print(f"(pass --model {DEMO_MODEL} or --model package.module:factory to see which layers each group takes)")
+        return 0
+    rows, notes = plan
+    print(f"\nplan for --model {args.model}:")
+    print(_table(("layer", "type", "shape", "group", "pattern", "target", "units", "note"), rows))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parser and entry point
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Prune PyTorch and Keras 3 models with INC-compatible configs.",
+                     epilog="Run 'nc-prune COMMAND --help' for a command's options.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="train and prune a small CNN in PyTorch and Keras, then report",
+                          description="Train a small CNN on scikit-learn's digits, prune it to 4x1 blocks (85%) "
+                                      "and to 2:4 while fine-tuning, in PyTorch and in Keras; print the sparsity "
+                                      "reports and the accuracy before/after; write checkpoints and PNGs to --out.")
+    demo.add_argument("--quick", action="store_true", help="tiny sizes: a run of seconds (for tests and a first look)")
+    demo.add_argument("--out", default="nc_prune_demo", metavar="DIR",
+                      help="where checkpoints and pictures go (default: %(default)s)")
+    demo.add_argument("--framework", choices=("all", "torch", "keras"), default="all",
+                      help="which framework(s) to run (default: %(default)s)")
+    demo.add_argument("--no-progress", action="store_true",
+                      help="no progress bars (also NC_PRUNE_PROGRESS=0; they are off when not on a terminal)")
+    demo.add_argument("--no-plots", action="store_true", help="do not write the PNGs")
+    demo.add_argument("--seed", type=int, default=0, help="seed of data split, initialisation and batches")
+    demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="sparsity table of a saved torch or Keras model",
+                            description="Print the per-layer sparsity of a checkpoint: a torch state_dict or "
+                                        "model (.pt, .pth, .bin, .ckpt) or a Keras model (.keras).")
+    report.add_argument("checkpoint", metavar="CHECKPOINT", help="the file to read")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--unsafe-load", action="store_true",
+                        help="allow torch files holding pickled objects (runs code from the file: trusted files only)")
+    report.set_defaults(func=cmd_report)
+
+    validate = sub.add_parser("validate", help="check a pruning config and show its per-layer plan",
+                              description="Check a WeightPruningConfig written as JSON or YAML (its keys, as "
+                                          "WeightPruningConfig.to_dict() writes them) and print the resolved "
+                                          "groups; with --model, also which layer goes to which group.")
+    validate.add_argument("config", metavar="CONFIG", help="a .json, .yaml or .yml file")
+    validate.add_argument("--model", metavar="NAME_OR_SPEC",
+                          help=f"{DEMO_MODEL!r} (the demo's torch CNN) or 'package.module:attr', a torch or Keras "
+                               f"model or a function returning one")
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    debug = args.debug or os.environ.get("NC_PRUNE_DEBUG") == "1"
+    prog = f"{PROG} {args.command}"
+    try:
+        return args.func(args)
+    except (CliError, NcPruneError, FileNotFoundError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
