@@ -6,6 +6,12 @@ message names what was wrong (the key, layer, shape or value), the rule it broke
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
+
 
 class NcPruneError(Exception):
     """Base class of every exception raised by nc_prune."""
@@ -36,3 +42,17 @@ class NoPrunableLayerError(NcPruneError, ValueError):
 
 class PruningStateError(NcPruneError, RuntimeError):
     """The pruning object was used out of order (for example a callback after ``remove()``)."""
+
+
+def warn_user(message: str, category: type = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside nc_prune, however deep the engine is.
+
+    A fixed ``stacklevel`` points into nc_prune whenever a warning is raised a few calls down (from
+    ``compute_masks`` or from a backend's ``prepare_pruning``); the user's line is what they can fix.
+    """
+    frame = sys._getframe(1)
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

@@ -14,11 +14,10 @@ A layer claimed by two groups, and a group that selects nothing, are errors.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from .errors import ConfigError, NoPrunableLayerError
+from .errors import ConfigError, NoPrunableLayerError, warn_user
 from .patterns.base import get_pattern
 
 
@@ -102,7 +101,7 @@ def plan_groups(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> List[
             claimed[layer.name] = i
             reason = pattern.check_shape(layer.name, layer.shape)
             if reason:
-                warnings.warn(f"{reason}; layer {layer.name!r} is left dense", stacklevel=3)
+                warn_user(f"{reason}; layer {layer.name!r} is left dense")
             else:
                 fitting.append(layer)
         if not fitting:

@@ -11,7 +11,7 @@ the target. ``start_step == end_step`` is one-shot: the full target at ``start_s
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from .registry import SCHEDULERS, SPARSITY_DECAYS, register_scheduler, register_sparsity_decay
 

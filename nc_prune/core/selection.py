@@ -54,10 +54,10 @@ def _keys(a: np.ndarray) -> np.ndarray:
 def _key_to_float(key: int, dtype: np.dtype) -> float:
     if dtype == np.float32:
         k = np.array([key], dtype=np.uint32)
-        top, signed = np.uint32(1 << 31), np.int32
+        top = np.uint32(1 << 31)
     else:
         k = np.array([key], dtype=np.uint64)
-        top, signed = np.uint64(1 << 63), np.int64
+        top = np.uint64(1 << 63)
     neg = (k & top) == 0
     bits = np.where(neg, ~k, k ^ top)
     return bits.view(dtype)[0]

@@ -308,3 +308,11 @@ def test_session_takes_a_dict_config_and_rejects_other_types():
     from nc_prune import ConfigTypeError
     with pytest.raises(ConfigTypeError, match="config must be a WeightPruningConfig or a dict"):
         session(["magnitude"], store)
+
+
+def test_plan_warning_points_at_the_caller():
+    layers = [LayerInfo("a", ("Linear",), (8, 4), True), LayerInfo("b", ("Linear",), (6, 4), True),
+              LayerInfo("head", ("Linear",), (2, 4), True)]
+    with pytest.warns(UserWarning, match="'b'") as rec:
+        PruningSession(WeightPruningConfig(pruning_type="magnitude"), layers, lambda plan: {}, NumpyGlue)
+    assert rec[0].filename == __file__

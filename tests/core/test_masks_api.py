@@ -217,3 +217,42 @@ def test_pre_pruned_units_rank_before_minus_inf_scores(scope):
     assert keep.astype(int).tolist() == [[1, 1, 1, 1, 1, 0, 1, 1]]
     keep = compute_masks({"a": s}, "1x1", 0.25, scope=scope, pre_masks={"a": pre})["a"]
     assert keep.astype(int).tolist() == [[0, 1, 1, 1, 1, 0, 1, 1]]
+
+
+@pytest.mark.filterwarnings("ignore:target sparsity")
+def test_pre_masks_with_bounds_equal_reference():
+    """Units pruned before rank first and raise the layer's bounds; the rest follows the usual order."""
+    from _core_reference import block_means, canonical_2d, ceil_count, reference_global
+    from nc_prune.core.arrays import from_2d
+    rng = np.random.default_rng(21)
+    for trial in range(120):
+        shapes = [(4, 4), (8, 2), (4, 2, 1, 2)]
+        scores = {f"l{j}": rng.integers(0, 4, size=s).astype(np.float64) for j, s in enumerate(shapes)}
+        pre = {}
+        for n, s in scores.items():
+            gone = rng.random((s.shape[0] // 2, int(np.prod(s.shape[1:])))) < rng.random() * 0.5
+            pre[n] = ~from_2d(np.repeat(gone, 2, axis=0), s.shape)
+        target = float(rng.choice([0.1, 0.3, 0.5, 0.8]))
+        lo_r, hi_r = float(rng.choice([0.0, 0.2])), float(rng.choice([0.6, 1.0]))
+        scope = str(rng.choice(["global", "local"]))
+        masks = compute_masks(scores, "2x1", target, scope=scope, pre_masks=pre, max_sparsity_ratio_per_op=hi_r,
+                              min_sparsity_ratio_per_op=lo_r)
+        want = []
+        blocks, lo, hi = [], [], []
+        for n, s in scores.items():
+            b = block_means(canonical_2d(s), 2, 1).reshape(-1)
+            forced = ~to_2d(pre[n]).reshape(s.shape[0] // 2, 2, -1).any(axis=1).reshape(-1)
+            b[forced] = -np.inf
+            blocks.append(b)
+            lo.append(max(ceil_count(b.size, lo_r), int(forced.sum())))
+            hi.append(max(floor_count(b.size, hi_r), int(forced.sum())))
+            if scope == "local":
+                c = min(max(floor_count(b.size, target), ceil_count(b.size, lo_r)), floor_count(b.size, hi_r))
+                c = max(c, int(forced.sum()))
+                want.append(reference_global([b], c, [c], [c])[0])
+        if scope == "global":
+            want = reference_global(blocks, floor_count(sum(b.size for b in blocks), target), lo, hi)
+        for (n, keep), w in zip(masks.items(), want):
+            got = ~to_2d(keep).reshape(scores[n].shape[0] // 2, 2, -1).any(axis=1).reshape(-1)
+            assert np.array_equal(got, w), (trial, scope, n)
+            assert not (keep & ~pre[n]).any()

@@ -9,14 +9,13 @@ Arrays here are numpy, in the canonical layout ``(out, in, *kernel)``; masks are
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .. import arrays
 from ..config import DEFAULTS, parse_pattern
-from ..errors import ConfigError, NoPrunableLayerError, PatternShapeError
+from ..errors import ConfigError, NoPrunableLayerError, PatternShapeError, warn_user
 from ..registry import PATTERNS
 from ..selection import as_score_array, count_at_least, count_for_ratio, lowest_mask, select_global
 
@@ -106,7 +105,7 @@ class Pattern:
                 self.invalid_layers[name] = str(exc)
                 if name not in self._warned:
                     self._warned.add(name)
-                    warnings.warn(f"{exc}; layer {name!r} is left dense", stacklevel=3)
+                    warn_user(f"{exc}; layer {name!r} is left dense")
         if data and not out:
             raise NoPrunableLayerError(
                 f"no layer fits pattern {self.pattern!r}: "
@@ -202,9 +201,9 @@ class Pattern:
             scale = layers[names[0]].ratio_scale
             k = count_for_ratio(total, min(1.0, float(target) * scale))
             if k > sum(hi):
-                warnings.warn(
+                warn_user(
                     f"target sparsity {target} needs {k} pruned units but max_sparsity_ratio_per_op={max_ratio} "
-                    f"allows {sum(hi)}; pruning {sum(hi)}", stacklevel=3)
+                    f"allows {sum(hi)}; pruning {sum(hi)}")
             prune_units = select_global(unit_scores, k, lo, hi)
         else:
             prune_units = [lowest_mask(us, l) for us, l in zip(unit_scores, lo)]

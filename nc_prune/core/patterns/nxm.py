@@ -20,7 +20,7 @@ Worked example, ``"2x1"`` on a 4×2 weight with magnitude scores, target 0.5::
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
