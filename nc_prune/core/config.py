@@ -19,8 +19,11 @@ import copy
 import difflib
 import json
 import math
+import numbers
 import re
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
 
 from .errors import ConfigError, ConfigTypeError
 from .registry import CRITERIA, PATTERNS, PRUNERS, REGULARIZERS, SPARSITY_DECAYS
@@ -150,7 +153,8 @@ def _where(group: Optional[int]) -> str:
 
 
 def _number(key: str, value: Any, group: Optional[int], lo: float, hi: float, *, lo_open=False, hi_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # numbers.Real takes numpy scalars too (np.float32(0.5)); a bool is an int but never a number here
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ConfigTypeError(f"{_where(group)}: {key} must be a number, got {type(value).__name__} {value!r}")
     ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok or math.isnan(value):
@@ -161,7 +165,7 @@ def _number(key: str, value: Any, group: Optional[int], lo: float, hi: float, *,
 
 
 def _integer(key: str, value: Any, group: Optional[int], lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ConfigTypeError(f"{_where(group)}: {key} must be an integer, got {type(value).__name__} {value!r}")
     if value < lo:
         raise ConfigError(f"{_where(group)}: {key}={value} must be >= {lo}")

@@ -255,3 +255,16 @@ def test_n_m_target_at_the_limit_is_allowed():
 def test_repr_mentions_keys():
     text = repr(WeightPruningConfig(target_sparsity=0.5))
     assert re.search(r"'target_sparsity': 0\.5", text)
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    np = pytest.importorskip("numpy")
+    cfg = WeightPruningConfig(target_sparsity=np.float32(0.5), end_step=np.int64(10), pruning_frequency=np.int32(2))
+    g = cfg.groups[0]
+    assert (g["target_sparsity"], g["end_step"], g["pruning_frequency"]) == (0.5, 10, 2)
+    assert type(g["target_sparsity"]) is float and type(g["end_step"]) is int and type(g["pruning_frequency"]) is int
+    assert WeightPruningConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ConfigTypeError, match="start_step must be an integer, got bool"):
+        WeightPruningConfig(start_step=np.bool_(True))
+    with pytest.raises(ConfigTypeError, match="start_step must be an integer, got float64"):
+        WeightPruningConfig(start_step=np.float64(2.0))
