@@ -1,0 +1,43 @@
+"""SparsityReport: per-layer and total counts, table text and data form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nc_prune import LayerSparsity, SparsityReport
+
+
+def make():
+    a = np.ones((4, 8))
+    a[:2] = 0  # 16 of 32 zero
+    b = np.ones((2, 3, 3, 3))
+    b[0, 0] = 0  # 9 of 54 zero
+    return SparsityReport.from_arrays({"fc": a, "conv": b}, {"fc": "4x1"})
+
+
+def test_counts_and_ratios():
+    r = make()
+    assert [(x.name, x.shape, x.params, x.zeros, x.pattern) for x in r.rows] == [
+        ("fc", (4, 8), 32, 16, "4x1"), ("conv", (2, 3, 3, 3), 54, 9, "-")]
+    assert r["fc"].ratio == 0.5 and r["conv"].ratio == 9 / 54
+    assert (r.total_params, r.total_zeros) == (86, 25) and r.total_ratio == 25 / 86
+    assert LayerSparsity("x", (0,), 0, 0).ratio == 0.0 and SparsityReport([]).total_ratio == 0.0
+    with pytest.raises(KeyError, match="no layer 'nope' in the report; layers: fc, conv"):
+        r["nope"]
+
+
+def test_to_dict():
+    d = make().to_dict()
+    assert d["total"] == {"params": 86, "zeros": 25, "ratio": 25 / 86}
+    assert d["layers"][0] == {"name": "fc", "shape": [4, 8], "params": 32, "zeros": 16, "pattern": "4x1", "ratio": 0.5}
+
+
+def test_table_text():
+    lines = str(make()).splitlines()
+    assert lines[0].split() == ["layer", "shape", "params", "zeros", "sparsity", "pattern"]
+    assert lines[2].split() == ["fc", "4x8", "32", "16", "50.00%", "4x1"]
+    assert lines[3].split() == ["conv", "2x3x3x3", "54", "9", "16.67%", "-"]
+    assert lines[-1].split() == ["total", "86", "25", "29.07%"]
+    assert set(lines[1]) <= {"-", " "} and set(lines[-2]) <= {"-", " "}
+    assert repr(make()) == "SparsityReport(2 layers, 29.07% sparse)"
