@@ -13,13 +13,14 @@ numbers without ties, so block means cannot swap order between torch and numpy s
 
 What matches exactly (number of pruned blocks and every mask element):
 
-* ``NxM`` blocks (``4x1``, ``2x2``, ``1x1``, ``8x4``), Linear and conv layers, global and local scope.
+* ``NxM`` blocks (``4x1``, ``2x2``, ``1x1``, ``8x4``), Linear and conv layers, global and local scope,
+  with ``criterion_reduce_type`` ``mean``, ``sum`` and ``max``.
   INC's conv 2-D view is ``(O, kh*kw*I)`` with the input channel fastest, the same as nc_prune's.
 * ``1xchannel`` and ``channelx1`` on Linear layers.
 * ``N:M`` (``2:4``, ``1:4``, ``2:8``), Linear and conv, global and local, targets at and below N/M.
   INC scores a group with ``reduce(scores * pruned_in_group)`` over all M entries; nc_prune reduces
   the N lowest only. For non-negative scores (every criterion's) the two rank groups the same
-  (``mean`` differs by the constant factor N/M; ``sum`` and ``max`` are equal).
+  (``mean`` differs by the constant factor N/M; ``sum`` and ``max`` are equal); all three compared.
 * ``max_sparsity_ratio_per_op`` with ``min_sparsity_ratio_per_op=0``: a layer that the global order
   would prune past the bound is cut to ``floor(units * max)`` of its lowest units and the rest of the
   budget goes, in score order, to the other layers.
@@ -84,7 +85,7 @@ for case in cases:
     # keeps the first config's values and leaks them into every later WeightPruningConfig.
     group = dict(pattern=case["pattern"], target_sparsity=case["target"], pruning_type="magnitude",
                  pruning_scope=case["scope"], max_sparsity_ratio_per_op=case["max"],
-                 min_sparsity_ratio_per_op=case["min"])
+                 min_sparsity_ratio_per_op=case["min"], criterion_reduce_type=case["reduce"])
     cfg = WeightPruningConfig(pruning_configs=[group], **group)
     conf = process_config(cfg)[0]
     layers = {name: torch.from_numpy(scores[name]) for name in case["layers"]}
@@ -111,9 +112,9 @@ LINEAR = ["fc1", "fc2", "fc3"]
 ALL = LINEAR + ["conv"]
 
 
-def _case(cid, pattern, scope, target, layers, max_=0.98, min_=0.0):
+def _case(cid, pattern, scope, target, layers, max_=0.98, min_=0.0, reduce="mean"):
     return {"id": cid, "pattern": pattern, "scope": scope, "target": target, "layers": layers,
-            "max": max_, "min": min_}
+            "max": max_, "min": min_, "reduce": reduce}
 
 
 MATCH_CASES = [
@@ -131,6 +132,9 @@ MATCH_CASES = [
     _case("4x1-max-bound", "4x1", "global", 0.5, ALL + ["weak"], max_=0.7),
     _case("2:4-max-bound", "2:4", "global", 0.25, ALL + ["weak"], max_=0.4),
     _case("1x1-local-above-max", "1x1", "local", 0.9, ALL, max_=0.75),
+] + [
+    _case(f"{p}-{scope}-{r}", p, scope, 0.5, ALL, reduce=r)
+    for p in ("4x1", "2x2", "2:4") for scope in ("global", "local") for r in ("sum", "max")
 ]
 CONV_CHANNEL_CASES = [_case(f"{p}-conv", p, "global", 0.5, ["conv"]) for p in ("1xchannel", "channelx1")]
 ROUNDING_CASE = _case("1x1-rounding", "1x1", "local", 0.57, ["r100"])
@@ -179,7 +183,7 @@ def inc(tmp_path_factory):
 def _ours(scores, case, pattern=None):
     return compute_masks({n: scores[n] for n in case["layers"]}, pattern or case["pattern"], case["target"],
                          scope=case["scope"], max_sparsity_ratio_per_op=case["max"],
-                         min_sparsity_ratio_per_op=case["min"])
+                         min_sparsity_ratio_per_op=case["min"], criterion_reduce_type=case["reduce"])
 
 
 def _theirs(out, case):
