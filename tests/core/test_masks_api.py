@@ -256,3 +256,24 @@ def test_pre_masks_with_bounds_equal_reference():
             got = ~to_2d(keep).reshape(scores[n].shape[0] // 2, 2, -1).any(axis=1).reshape(-1)
             assert np.array_equal(got, w), (trial, scope, n)
             assert not (keep & ~pre[n]).any()
+
+
+class Wrapped:
+    """A stand-in for a framework tensor type the core does not know."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+        self.shape = self.data.shape
+
+
+def test_register_array_adapter_round_trips_a_new_array_type():
+    from nc_prune.core import arrays
+    top = Wrapped.__module__.split(".")[0]
+    arrays.register_array_adapter(top, lambda x: x.data, lambda result, ref: Wrapped(result))
+    try:
+        s = Wrapped(np.arange(16.0).reshape(4, 4))
+        keep = compute_masks({"fc": s}, "2:4", 0.5)["fc"]
+        assert isinstance(keep, Wrapped) and keep.data.dtype == bool
+        assert keep.data.astype(int).tolist() == [[0, 0, 1, 1]] * 4
+    finally:
+        arrays._ADAPTERS.pop(top, None)
