@@ -1,0 +1,213 @@
+"""Entry points of the Keras backend: ``prepare_pruning``, ``strip`` and ``report``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import keras
+
+from ..core.config import WeightPruningConfig
+from ..core.errors import ConfigTypeError, PruningStateError
+from ..core.report import SparsityReport
+from ..core.session import PruningSession, as_config
+from .callback import PruningCallback
+from .discovery import PrunableWeight, find_prunable_weights
+from .optimizer import PruningOptimizer
+from .pruner import KerasBasePruner, to_numpy
+
+logger = logging.getLogger(__name__)
+
+ConfigLike = Union[WeightPruningConfig, Mapping[str, Any]]
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.Model):
+        raise ConfigTypeError(
+            f"prepare_pruning needs a Keras 3 keras.Model, got {type(model).__module__}.{type(model).__name__}"
+            + ("; tf_keras (Keras 2) models are not supported — build the model with Keras 3"
+               if type(model).__module__.startswith("tf_keras") else "")
+        )
+    if not model.built or not model.trainable_variables:
+        raise PruningStateError(
+            f"model {model.name!r} has no weights yet; build it first (model.build(input_shape), or call it once "
+            f"on a batch) so its layers can be found"
+        )
+
+
+def _recompile(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Optional[str]:
+    """Compile ``model`` again with ``optimizer`` and its other compile arguments; the reason on failure."""
+    if type(model).compile is not keras.Model.compile:
+        return f"{type(model).__name__} overrides compile()"
+    config = model.get_compile_config()
+    if not config:
+        return "the model was not compiled with keras.Model.compile"
+    try:
+        kwargs = keras.saving.deserialize_keras_object(config)
+    except Exception as exc:  # noqa: BLE001 - reported to the user
+        return f"its compile arguments could not be re-created ({exc})"
+    kwargs["optimizer"] = optimizer
+    model.compile(**kwargs)
+    return None
+
+
+def _install(model: keras.Model, optimizer: keras.optimizers.Optimizer, what: str) -> None:
+    reason = _recompile(model, optimizer)
+    if reason is not None:
+        model.optimizer = optimizer
+        warnings.warn(
+            f"could not recompile the model ({reason}); model.optimizer was replaced directly, so {what}",
+            stacklevel=3)
+
+
+def _specs(session: PruningSession) -> List[Dict[str, Any]]:
+    out = []
+    for p in session.pruners:
+        for name, w in p.modules.items():
+            out.append({"name": name, "shape": list(w.native_shape), "score": bool(p.needs_grad),
+                        "reg": p.reg is not None and p.reg.coeff > 0})
+    return out
+
+
+def _same_targets(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> bool:
+    keys = ("name", "shape", "score", "reg")
+    return [tuple(map(str, (t[k] for k in keys))) for t in a] == [tuple(map(str, (t.get(k) for k in keys))) for t in b]
+
+
+def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
+                    optimizer: Optional[keras.optimizers.Optimizer] = None) -> PruningCallback:
+    """Prepare a built Keras 3 model for pruning during training; returns the callback for ``model.fit``.
+
+    The model's prunable layers are found (see :mod:`nc_prune.keras.discovery`), each config group gets
+    its pruner, and the model's optimizer is wrapped in a :class:`PruningOptimizer` (the model is
+    recompiled with it, keeping its loss and metrics) so masks, scores and the step counter live in the
+    optimizer's variables and are saved with ``model.save``.
+
+    Args:
+        model: a built and compiled ``keras.Model`` (Sequential, Functional or subclassed).
+        config: a :class:`WeightPruningConfig` or a dict of its keys. May be omitted when the model was
+            loaded mid-pruning: the config saved with it is used.
+        optimizer: for a custom training loop, the optimizer you apply gradients with; it is wrapped and
+            returned as ``callback.optimizer`` (use that one), and the model is left as it is.
+
+    Returns:
+        A :class:`PruningCallback`: pass it to ``model.fit(callbacks=[...])``, or call its methods from
+        your own loop.
+
+    Raises:
+        ConfigError / ConfigTypeError: the config is invalid.
+        NoPrunableLayerError: a config group selects no layer.
+        PruningStateError: the model is not built, not compiled (and no ``optimizer`` was given), or was
+            loaded with pruning state for a different selection of layers.
+
+    >>> import numpy as np, keras
+    >>> from nc_prune import WeightPruningConfig
+    >>> from nc_prune.keras import prepare_pruning
+    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="fc"), keras.layers.Dense(4)])
+    >>> model.compile("sgd", "mse")
+    >>> cb = prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", pattern="4x1",
+    ...                                                 target_sparsity=0.5, start_step=0, end_step=0))
+    >>> _ = model.fit(np.ones((8, 16)), np.ones((8, 4)), epochs=1, verbose=0, callbacks=[cb])
+    >>> cb.report()["fc"].ratio
+    0.5
+    """
+    _check_model(model)
+    existing = getattr(model, "optimizer", None) if optimizer is None else None
+    existing = existing if isinstance(existing, PruningOptimizer) else None
+    if config is None:
+        if existing is None or existing.pruning_config is None:
+            raise ConfigTypeError("prepare_pruning needs a config (WeightPruningConfig or dict)")
+        config = WeightPruningConfig.from_dict(existing.pruning_config)
+    config = as_config(config)
+    found = {w.name: w for w in find_prunable_weights(model)}
+    session = PruningSession(config, [w.info() for w in found.values()],
+                             lambda plan: {layer.name: found[layer.name] for layer in plan}, KerasBasePruner)
+    specs = _specs(session)
+    selected = {t["name"]: found[t["name"]] for t in specs}
+
+    if existing is not None:
+        if not _same_targets(specs, existing.targets):
+            raise PruningStateError(
+                "the model already carries pruning state for other layers or criteria ("
+                + ", ".join(t["name"] for t in existing.targets) + "); the config now selects ("
+                + ", ".join(selected) + "). Use the config it was pruned with, or strip(model) to start over"
+            )
+        wrapper = existing
+        wrapper._held.pruning_config = config.to_dict()
+        if wrapper._held.owner is not None:
+            wrapper._held.owner.detach()
+    else:
+        inner = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+        if inner is None:
+            raise PruningStateError(
+                "the model is not compiled; call model.compile(optimizer=..., loss=...) before prepare_pruning, or "
+                "pass optimizer=... for a custom training loop"
+            )
+        wrapper = PruningOptimizer.for_variables(inner, specs, {n: w.variable for n, w in selected.items()},
+                                                 config.to_dict())
+    wrapper.build(model.trainable_variables)
+    for name, w in selected.items():
+        w.slot = wrapper.slots[name]
+    if existing is None and optimizer is None:
+        _install(model, wrapper, "keras.models.load_model will not restore the pruning state")
+    return PruningCallback(session, wrapper, selected, model, external_optimizer=optimizer is not None)
+
+
+def _parts(target: Union[keras.Model, PruningCallback]):
+    if isinstance(target, PruningCallback):
+        return target.model, target.optimizer
+    if isinstance(target, keras.Model):
+        opt = getattr(target, "optimizer", None)
+        return target, opt if isinstance(opt, PruningOptimizer) else None
+    raise ConfigTypeError(f"expected a keras.Model or a PruningCallback, got {type(target).__name__}")
+
+
+def strip(target: Union[keras.Model, PruningCallback]) -> keras.Model:
+    """Finish pruning: zero the masked weights for good and remove every trace of nc_prune from the model.
+
+    The model keeps its layers and weights (with their zeros); its optimizer is unwrapped (the model is
+    recompiled with the original optimizer, whose state is kept), and the callback is detached. The
+    result saves, loads and exports like any Keras model, without nc_prune installed. Stripping a model
+    that is not being pruned returns it unchanged.
+
+    Args:
+        target: the model, or the callback ``prepare_pruning`` returned (needed for a custom loop, where
+            the model does not hold the wrapper).
+
+    Returns:
+        The same model object.
+    """
+    model, wrapper = _parts(target)
+    if wrapper is None:
+        logger.info("strip: model %r carries no pruning state", model.name)
+        return model
+    wrapper.apply_masks()
+    owner = wrapper._held.owner
+    if owner is not None:
+        owner.detach()
+    if getattr(model, "optimizer", None) is wrapper:
+        _install(model, wrapper.inner_optimizer, "the saved model's compile config still names PruningOptimizer")
+    return model
+
+
+def report(target: Union[keras.Model, PruningCallback]) -> SparsityReport:
+    """Zeros per prunable weight, with canonical ``(out, in, *kernel)`` shapes as on the torch side.
+
+    For a callback: the pruned layers. For a model: every prunable weight the model has (its pattern
+    shown when the model carries pruning state).
+    """
+    if isinstance(target, PruningCallback):
+        return target.report()
+    model, wrapper = _parts(target)
+    weights: Dict[str, PrunableWeight] = {w.name: w for w in find_prunable_weights(model)}
+    patterns: Dict[str, str] = {}
+    if wrapper is not None and wrapper.pruning_config is not None:
+        cfg = WeightPruningConfig.from_dict(wrapper.pruning_config)
+        owner = wrapper._held.owner
+        if owner is not None:
+            patterns = owner.session.layer_patterns()
+        elif len(cfg.groups) == 1:
+            patterns = {t["name"]: cfg.groups[0]["pattern"] for t in wrapper.targets}
+    arrays = {n: w.layout.to_canonical(to_numpy(w.variable)) for n, w in weights.items()}
+    return SparsityReport.from_arrays(arrays, patterns)

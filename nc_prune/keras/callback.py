@@ -1,0 +1,200 @@
+"""``PruningCallback``: runs the core's pruning steps around Keras training steps.
+
+A Keras training step is one compiled function; the callback runs between steps. For step ``t``:
+
+* ``on_train_batch_begin(t)`` — pruners whose criterion reads only weights (magnitude, pattern_lock, …)
+  run the core's before-optimizer-step logic: at a pruning step they compute new masks from the weights
+  as they are *before* step ``t`` (what the torch backend sees at that point), and a regularizer's term
+  for step ``t`` is handed to the optimizer wrapper.
+* the step itself — the :class:`~nc_prune.keras.optimizer.PruningOptimizer` folds step ``t``'s gradients
+  into the scores (weights before the update), updates, and zeroes masked weights.
+* ``on_train_batch_end(t)`` — pruners with a gradient criterion (gradient, snip, snip_momentum) run the
+  same core logic for step ``t``, now that its gradients are in their scores. Their masks then zero the
+  updated weights, which leaves exactly the state the torch backend reaches after step ``t``. (Their
+  regularizer term is computed here and applied at step ``t + 1``.)
+
+The callback also works without ``model.fit``: call ``on_train_begin()``, then
+``on_train_batch_begin(i)`` / ``on_train_batch_end(i)`` around each ``callback.optimizer.apply(...)``
+and ``on_train_end()`` — see ``docs/keras.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Dict, List, Optional
+
+import keras
+
+from ..core.errors import PruningStateError
+from ..core.report import SparsityReport
+from ..core.session import PruningSession
+from .discovery import PrunableWeight
+from .optimizer import PruningOptimizer
+from .pruner import to_numpy
+
+logger = logging.getLogger(__name__)
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Drives pruning from ``model.fit`` (pass it in ``callbacks=[...]``) or from a custom loop.
+
+    Built by :func:`nc_prune.keras.prepare_pruning`.
+
+    Attributes:
+        session: the core :class:`~nc_prune.core.session.PruningSession` (one pruner per config group).
+        optimizer: the :class:`PruningOptimizer` holding masks, scores and the step counter.
+        weights: ``{name: PrunableWeight}`` of every pruned weight.
+    """
+
+    def __init__(self, session: PruningSession, optimizer: PruningOptimizer, weights: Dict[str, PrunableWeight],
+                 model: keras.Model, external_optimizer: bool = False) -> None:
+        super().__init__()
+        self.session = session
+        self.optimizer = optimizer
+        self.weights = dict(weights)
+        self._external = external_optimizer
+        self._grad_pruners = [p for p in session.pruners if p.needs_grad]
+        self._weight_pruners = [p for p in session.pruners if not p.needs_grad]
+        self._collecting: List[Optional[bool]] = [None] * len(self._grad_pruners)
+        self._removed = False
+        optimizer._score_hook = self._fold_gradients
+        optimizer._held.owner = self
+        self.set_model(model)
+
+    # ---- state -------------------------------------------------------------------------------
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken since pruning was prepared (saved with the model)."""
+        return self.optimizer.prune_step
+
+    def _check_live(self) -> None:
+        if self._removed:
+            raise PruningStateError(
+                "this pruning callback was detached by strip() or by a newer prepare_pruning(); "
+                "create a new one with nc_prune.keras.prepare_pruning(model, config)"
+            )
+        if self.optimizer._held.owner is not self:
+            self._removed = True
+            self._check_live()
+
+    def detach(self) -> None:
+        """Stop driving the optimizer (``strip`` calls this)."""
+        if self.optimizer._held.owner is self:
+            self.optimizer._score_hook = None
+            self.optimizer._held.owner = None
+        self._removed = True
+
+    # ---- Keras callback API ------------------------------------------------------------------
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        self._check_live()
+        self._ensure_installed()
+        spe = getattr(self.model, "steps_per_execution", 1) or 1
+        if not self._external and int(spe) != 1:
+            raise PruningStateError(
+                f"model.compile(steps_per_execution={spe}) runs {spe} training steps per call, so the pruning "
+                f"callback cannot act between them; compile with steps_per_execution=1 while pruning"
+            )
+        step = self.optimizer.prune_step
+        self.session.global_step = step
+        self.session.on_train_begin()
+        self._sync_collect(step)
+        self._sync_tracing(step)
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._check_live()
+        self.session.on_epoch_begin(epoch)
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        self._check_live()
+        step = self.optimizer.prune_step
+        self.session.global_step = step
+        self.session.on_step_begin(batch)
+        self._sync_collect(step)
+        for p in self._weight_pruners:
+            p.on_before_optimizer_step()
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        self._check_live()
+        step = self.optimizer.prune_step - 1  # the step that just ran
+        self.session.global_step = step
+        for p in self._grad_pruners:
+            p.on_before_optimizer_step()
+        self.session.on_step_end()
+        self._sync_tracing(step + 1)
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._check_live()
+        self.session.on_epoch_end()
+
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
+        self._check_live()
+        self.session.on_train_end()
+
+    # ---- inside the training step --------------------------------------------------------------
+    def _fold_gradients(self, grads: Dict[str, Any]) -> None:
+        """Called by the optimizer wrapper inside the step, before the update (traced once on TF)."""
+        for p in self._grad_pruners:
+            for name, w in p.modules.items():
+                if grads.get(name) is None:
+                    raise PruningStateError(
+                        f"layer {name!r} received no gradient in the training step, but pruning_type="
+                        f"{p.config['pruning_type']!r} scores weights by their gradients; make sure the loss "
+                        f"depends on that layer, or leave it out with excluded_op_names"
+                    )
+                w.grad = grads[name]
+            p.scores.in_step = True
+            try:
+                p.update_scores()
+            finally:
+                p.scores.in_step = False
+                for w in p.modules.values():
+                    w.grad = None
+
+    def _sync_collect(self, step: int) -> None:
+        """Gradient scores are folded in only inside each pruner's [start_step, end_step]."""
+        for i, p in enumerate(self._grad_pruners):
+            want = p.in_window(step)
+            if self._collecting[i] is not want:
+                for w in p.modules.values():
+                    w.slot.collect.assign(want)
+                self._collecting[i] = want
+
+    def _sync_tracing(self, next_step: int) -> None:
+        """Drop the score update from the compiled step once no gradient pruner needs scores any more."""
+        want = any(not p.is_done(next_step) for p in self._grad_pruners)
+        opt = self.optimizer
+        if opt.trace_scores == want:
+            return
+        opt.trace_scores = want
+        traced = opt._traced_scores
+        if traced is not None and traced != want and not self._external and self.model is not None:
+            logger.info("step %d: score collection %s; rebuilding the training function", next_step,
+                        "on" if want else "off")
+            self.model.make_train_function(force=True)
+
+    def _ensure_installed(self) -> None:
+        if self._external or getattr(self.model, "optimizer", None) is self.optimizer:
+            return
+        current = getattr(self.model, "optimizer", None)
+        if current is None:
+            raise PruningStateError("the model has no optimizer; compile it before training")
+        if isinstance(current, PruningOptimizer):
+            raise PruningStateError(
+                "the model's optimizer is another PruningOptimizer; prepare_pruning was called again on this model, "
+                "so this older callback is stale — use the newest one"
+            )
+        self.optimizer.replace_inner(current, self.model.trainable_variables)
+        self.model.optimizer = self.optimizer
+        self.model.make_train_function(force=True)
+        warnings.warn(
+            "model.compile() was called after prepare_pruning(); pruning continues with the new optimizer, but "
+            "model.save() will not record the pruning state until prepare_pruning(model, config) is called again "
+            "after compile()", stacklevel=3)
+
+    # ---- reporting ---------------------------------------------------------------------------
+    def report(self) -> SparsityReport:
+        """Zeros per pruned layer (canonical shapes, as on the torch side)."""
+        patterns = self.session.layer_patterns()
+        arrays = {n: w.layout.to_canonical(to_numpy(w.variable)) for n, w in self.weights.items()}
+        return SparsityReport.from_arrays(arrays, patterns)

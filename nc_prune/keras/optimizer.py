@@ -1,0 +1,278 @@
+"""``PruningOptimizer``: the optimizer wrapper that holds a model's pruning state and does the per-step work.
+
+Keras gives no hook around the optimizer step of ``model.fit`` (gradients never leave the compiled
+training step), so nc_prune wraps the model's optimizer the way Keras itself wraps one in
+``LossScaleOptimizer``. Inside every training step, in the compiled graph, the wrapper
+
+1. folds the step's gradients into the scores of gradient criteria (the core's criterion, evaluated on
+   the weights *before* the update, as on the torch side) — only while a pruner collects;
+2. adds a regularizer's term, computed by the core just before the step, to the gradients;
+3. lets the wrapped optimizer update the weights (its own constraints, weight decay and EMA included);
+4. sets every masked weight back to exactly zero (``where(mask, w, 0)``), and counts the step.
+
+Masks (bool, one byte per weight, True = keep, in the kernel's own layout so applying one is a single
+element-wise op), scores, the step counter and the inner optimizer's slots are all variables of the
+wrapper. So ``model.save("x.keras")`` writes them and ``keras.models.load_model`` — with
+``nc_prune.keras`` imported — restores the wrapper with masks, scores and schedule position intact; the
+masks keep being applied even before a new callback is attached. ``strip()`` removes the wrapper.
+
+The wrapper never decides *what* to prune: mask computation stays in the core, driven by the callback.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import keras
+from keras import ops
+
+from ..core.errors import ConfigError, PruningStateError
+
+
+def masked(value: Any, mask: Any) -> Any:
+    """``value`` with the entries where ``mask`` is False set to zero (keras.ops; any backend)."""
+    return ops.where(mask, value, ops.zeros_like(value))
+
+
+@dataclass(eq=False)
+class Slot:
+    """The state variables of one pruned weight (all in the weight's native layout)."""
+
+    name: str
+    variable: Any
+    mask: Any
+    score: Any = None      # float32 scores of a gradient criterion
+    collect: Any = None    # bool scalar: fold this step's gradient into the score
+    seen: Any = None       # int64 scalar: steps folded in so far
+    pending: Any = None    # float32 term added to the next gradient (regularizer)
+
+
+@dataclass(eq=False)
+class _Held:
+    """Plain Python state kept out of Keras/TF attribute tracking (which wraps lists and dicts)."""
+
+    specs: List[Dict[str, Any]]
+    pruning_config: Optional[Dict[str, Any]]
+    live: Dict[str, Any]
+    slots: List[Slot]
+    step: Any = None
+    owner: Any = None     # the PruningCallback driving this wrapper, if any
+
+
+def _var_name(name: str, suffix: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", name) + "_" + suffix
+
+
+@keras.saving.register_keras_serializable(package="nc_prune")
+class PruningOptimizer(keras.optimizers.Optimizer):
+    """Wraps ``inner_optimizer``; keeps masked weights at zero and captures gradients for the pruners.
+
+    You rarely build one yourself: :func:`nc_prune.keras.prepare_pruning` wraps ``model.optimizer`` and
+    recompiles the model with it. For a custom training loop, use the callback's ``optimizer``.
+
+    Args:
+        inner_optimizer: the optimizer doing the updates (an instance, or anything ``keras.optimizers.get``
+            accepts).
+        targets: one dict per pruned weight — ``name``, ``shape`` (native), ``score`` (keep gradient
+            scores), ``reg`` (receives a regularizer term) and, once built, ``index`` (position in the
+            variables the optimizer was built with).
+        pruning_config: the ``WeightPruningConfig.to_dict()`` these targets came from (kept for resuming).
+        name: the optimizer's name.
+
+    Attributes:
+        slots: ``{target name: Slot}`` once built.
+        trace_scores: whether score updates are part of the training step (the callback turns them off
+            once every gradient pruner is done, so finished pruning costs only the mask multiply).
+    """
+
+    def __init__(self, inner_optimizer: Any, targets: Sequence[Mapping[str, Any]],
+                 pruning_config: Optional[Mapping[str, Any]] = None, name: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        if kwargs:
+            raise ConfigError(
+                f"PruningOptimizer does not take {sorted(kwargs)}; set them on the inner optimizer"
+            )
+        super().__init__(learning_rate=0.0, name=name or "pruning_optimizer")
+        self.inner_optimizer = keras.optimizers.get(inner_optimizer)
+        if isinstance(self.inner_optimizer, PruningOptimizer):
+            raise ConfigError("PruningOptimizer cannot wrap another PruningOptimizer; strip() the model first")
+        specs = [dict(t, shape=[int(s) for s in t["shape"]]) for t in targets]
+        names = [t["name"] for t in specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"PruningOptimizer targets must have distinct names, got {names}")
+        cfg = copy.deepcopy(dict(pruning_config)) if pruning_config is not None else None
+        self._held = _Held(specs, cfg, {}, [])
+        self.trace_scores = any(t.get("score") for t in specs)
+        self._score_hook: Optional[Callable[[Dict[str, Any]], None]] = None
+        self._traced_scores: Optional[bool] = None
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def for_variables(cls, inner_optimizer: Any, targets: Sequence[Mapping[str, Any]], variables: Mapping[str, Any],
+                      pruning_config: Optional[Mapping[str, Any]] = None) -> "PruningOptimizer":
+        """A wrapper whose targets are given as live variables (``{name: keras.Variable}``)."""
+        opt = cls(inner_optimizer, targets, pruning_config)
+        opt._held.live = dict(variables)
+        return opt
+
+    def _resolve(self, spec: Dict[str, Any], var_list: Sequence[Any]) -> Any:
+        keys = [self._var_key(v) for v in var_list]
+        live = self._held.live.get(spec["name"])
+        if live is not None:
+            try:
+                spec["index"] = keys.index(self._var_key(live))
+            except ValueError:
+                raise PruningStateError(
+                    f"weight {spec['name']!r} ({live.path}) is not among the variables the optimizer updates; "
+                    f"is the layer frozen (trainable=False)? Exclude it with excluded_op_names"
+                ) from None
+            return live
+        index = spec.get("index")
+        if index is None or not 0 <= index < len(var_list):
+            raise PruningStateError(
+                f"saved pruning state for {spec['name']!r} points at trainable variable #{index}, but the model "
+                f"has {len(var_list)}; load it into the model it was saved from"
+            )
+        variable = var_list[index]
+        if [int(s) for s in variable.shape] != spec["shape"]:
+            raise PruningStateError(
+                f"saved pruning state for {spec['name']!r} expects shape {tuple(spec['shape'])} at trainable "
+                f"variable #{index}, but the model has {variable.path} with shape {tuple(variable.shape)}; the "
+                f"model's structure changed since it was saved"
+            )
+        return variable
+
+    def build(self, var_list: Sequence[Any]) -> None:
+        if self.built:
+            return
+        var_list = list(var_list)
+        slots = []
+        step = self.add_variable((), initializer="zeros", dtype="int64", name="prune_step")
+        for spec in self._held.specs:
+            variable = self._resolve(spec, var_list)
+            shape = tuple(spec["shape"])
+            slot = Slot(spec["name"], variable,
+                        self.add_variable(shape, initializer="ones", dtype="bool", name=_var_name(spec["name"], "mask")))
+            if spec.get("score"):
+                slot.score = self.add_variable(shape, initializer="zeros", dtype="float32",
+                                               name=_var_name(spec["name"], "score"))
+                slot.collect = self.add_variable((), initializer="zeros", dtype="bool",
+                                                 name=_var_name(spec["name"], "collect"))
+                slot.seen = self.add_variable((), initializer="zeros", dtype="int64",
+                                              name=_var_name(spec["name"], "seen"))
+            if spec.get("reg"):
+                slot.pending = self.add_variable(shape, initializer="zeros", dtype="float32",
+                                                 name=_var_name(spec["name"], "pending"))
+            slots.append(slot)
+        self._held.step = step
+        self._held.slots = slots
+        self._held.live = {}
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    # ---- state -------------------------------------------------------------------------------
+    @property
+    def slots(self) -> Dict[str, Slot]:
+        return {s.name: s for s in self._held.slots}
+
+    @property
+    def targets(self) -> List[Dict[str, Any]]:
+        return copy.deepcopy(self._held.specs)
+
+    @property
+    def pruning_config(self) -> Optional[Dict[str, Any]]:
+        return copy.deepcopy(self._held.pruning_config)
+
+    @property
+    def prune_step(self) -> int:
+        """Optimizer steps taken since pruning was prepared."""
+        self._require_built()
+        return int(ops.convert_to_numpy(self._held.step))
+
+    @prune_step.setter
+    def prune_step(self, value: int) -> None:
+        self._require_built()
+        self._held.step.assign(int(value))
+
+    def _require_built(self) -> None:
+        if not self.built:
+            raise PruningStateError("PruningOptimizer is not built yet; call build(model.trainable_variables)")
+
+    def replace_inner(self, inner_optimizer: Any, var_list: Sequence[Any]) -> None:
+        """Wrap a different optimizer (after the model was recompiled); masks and scores are kept."""
+        inner = keras.optimizers.get(inner_optimizer)
+        if isinstance(inner, PruningOptimizer):
+            raise ConfigError("PruningOptimizer cannot wrap another PruningOptimizer; strip() the model first")
+        if not inner.built:
+            inner.build(list(var_list))
+        self.inner_optimizer = inner
+
+    def apply_masks(self) -> None:
+        """Zero every masked weight now (outside a training step)."""
+        for s in self._held.slots:
+            s.variable.assign(masked(s.variable, s.mask))
+
+    # ---- the training step -------------------------------------------------------------------
+    def apply(self, grads: Sequence[Any], trainable_variables: Optional[Sequence[Any]] = None) -> None:
+        if not self.built:
+            if trainable_variables is None:
+                raise PruningStateError("PruningOptimizer.apply needs trainable_variables on its first call")
+            self.build(trainable_variables)
+        grads = list(grads)
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        position = {self._var_key(v): i for i, v in enumerate(variables)}
+        index = {s.name: position.get(self._var_key(s.variable)) for s in self._held.slots}
+        if self._score_hook is not None and self.trace_scores:
+            self._score_hook({n: (grads[i] if i is not None else None) for n, i in index.items()})
+        self._traced_scores = self.trace_scores and self._score_hook is not None
+        for s in self._held.slots:
+            i = index[s.name]
+            if s.pending is not None and i is not None and grads[i] is not None:
+                grads[i] = ops.add(grads[i], ops.cast(s.pending, grads[i].dtype))
+                s.pending.assign(ops.zeros_like(s.pending))
+        self.inner_optimizer.apply(grads, trainable_variables)
+        self.apply_masks()
+        self._held.step.assign_add(1)
+
+    def finalize_variable_values(self, var_list: Sequence[Any]) -> None:
+        self.inner_optimizer.finalize_variable_values(var_list)
+        self.apply_masks()  # an EMA overwrite must not bring pruned weights back
+
+    def scale_loss(self, loss: Any) -> Any:
+        return self.inner_optimizer.scale_loss(loss)
+
+    # ---- delegation --------------------------------------------------------------------------
+    @property
+    def variables(self) -> List[Any]:
+        return self._variables[:] + self.inner_optimizer.variables
+
+    @property
+    def learning_rate(self) -> Any:
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: Any) -> None:
+        self.inner_optimizer.learning_rate = value
+
+    @property
+    def iterations(self) -> Any:
+        return self.inner_optimizer.iterations
+
+    # ---- serialization -----------------------------------------------------------------------
+    def get_config(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "targets": self.targets,
+            "pruning_config": self.pruning_config,
+        }
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "PruningOptimizer":
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)
