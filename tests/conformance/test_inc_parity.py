@@ -35,8 +35,10 @@ Where INC differs, and why (each is asserted below, so a change on either side i
 * Counts: INC prunes ``int(units * target)`` of the binary product, so 0.57 of 100 units is 56;
   nc_prune's ``count_for_ratio`` rounds the product to 6 decimals first and prunes 57.
 * ``min_sparsity_ratio_per_op > 0``: INC never lifts a layer up to the minimum. Its ``adjust_ratio``
-  only holds back budget from other layers for layers below the minimum, so such a layer can end
-  below the bound; nc_prune guarantees ``ceil(units * min)`` per layer and takes the rest globally.
+  only holds back budget from the layers it visits for layers below the minimum, so such a layer can
+  end below the bound (here 76 of 256 blocks for a 0.3 minimum) and the other layers' blocks are no
+  longer the lowest-scored ones (the trimming follows the visiting order). The total is the same.
+  nc_prune guarantees ``ceil(units * min)`` per layer (77 here) and takes the rest in global order.
 * INC's own config leaks: ``WeightPruningConfig``'s default ``pruning_configs=[{}]`` is one dict
   shared by every instance, so a second config built from keyword arguments alone silently keeps the
   first one's pattern and target. The driver passes every key in an explicit group to avoid it.
@@ -255,3 +257,18 @@ def test_min_bound_inc_leaves_layer_below_minimum(inc):
     assert int((~theirs["strong"]).sum()) // 4 < int(np.ceil(strong_units * 0.3))  # INC: below it
     total_units = sum(int(np.prod(scores[n].shape)) // 4 for n in case["layers"])
     assert sum(int((~m).sum()) for m in ours.values()) // 4 == int(total_units * 0.5)
+    assert sum(int((~m).sum()) for m in theirs.values()) // 4 == int(total_units * 0.5)  # same budget
+    # ... but INC's blocks in the unbounded layers are no longer the lowest-scored ones: its adjust_ratio
+    # trims layers in the order it visits them, so a pruned block can outscore a kept one elsewhere
+    from nc_prune.core.arrays import to_2d
+
+    def blocks(a):  # 4x1 block view of the canonical 2-D layout
+        v = to_2d(a)
+        return v.reshape(v.shape[0] // 4, 4, v.shape[1]).transpose(0, 2, 1).reshape(-1, 4)
+
+    free = [n for n in case["layers"] if n != "strong"]
+    score = np.concatenate([blocks(scores[n]).mean(axis=1) for n in free])
+    inc_pruned = np.concatenate([~blocks(theirs[n]).any(axis=1) for n in free])
+    our_pruned = np.concatenate([~blocks(ours[n]).any(axis=1) for n in free])
+    assert score[our_pruned].max() < score[~our_pruned].min()
+    assert score[inc_pruned].max() > score[~inc_pruned].min()
