@@ -286,6 +286,11 @@ def _check_group(resolved: Dict[str, Any], group: Optional[int]) -> None:
                 f"{resolved['pattern']!r} can reach ({n}/{m} = {n / m:g}); lower target_sparsity or use a "
                 f"pattern with a larger N"
             )
+        if resolved["reg_type"] == "group_lasso":
+            raise ConfigError(
+                f"{where}: reg_type='group_lasso' needs a block pattern such as '4x1'; pattern "
+                f"{resolved['pattern']!r} (N:M) has no fixed groups. Drop reg_type or change the pattern"
+            )
 
 
 class WeightPruningConfig:

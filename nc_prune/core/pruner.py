@@ -168,6 +168,11 @@ class BasePruner:
                 native = self.criterion.score(self._weight(name), None, None)
             else:
                 native = self.scores.get(name)
+                if native is None and self.criterion is None:
+                    raise NotImplementedError(
+                        f"{type(self).__name__} has no criterion and no score for layer {name!r}; a pruner "
+                        f"registered without a criterion must fill self.scores or override current_scores()"
+                    )
                 if native is None:
                     raise RuntimeError(
                         f"pruning_type={self.config['pruning_type']!r} needs gradients, but layer {name!r} had no "
