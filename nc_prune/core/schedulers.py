@@ -34,6 +34,14 @@ def cos_decay(progress: float, init: float, target: float) -> float:
     return init + (target - init) * (1.0 - math.cos(progress * math.pi / 2.0))
 
 
+def polynomial_decay(progress: float, init: float, target: float, power: float = 3.0) -> float:
+    """``target + (init - target) * (1 - progress) ** power``: slow start, fast finish for ``power > 1``.
+
+    ``power=3`` is the ``"cube"`` curve and ``power=1`` the ``"linear"`` one, up to float rounding.
+    """
+    return target + (init - target) * (1.0 - progress) ** power
+
+
 @register_sparsity_decay("cube")
 def cube_decay(progress: float, init: float, target: float) -> float:
     return init + (target - init) * (1.0 - (1.0 - progress) ** 3)
