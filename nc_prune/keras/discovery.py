@@ -38,7 +38,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import keras
 
-from ..core.errors import ConfigError, ConfigTypeError
+from ..core.errors import ConfigError, ConfigTypeError, PatternShapeError
 from ..core.layers import LayerInfo
 from .layout import CONV, CONV_TRANSPOSE, DENSE, DEPTHWISE, EinsumLayout, Layout, default_layout, get_layout
 
@@ -145,12 +145,13 @@ def _declared(layer: Any) -> List[Tuple[Any, Layout, Tuple[str, ...], bool]]:
                 f"{type(layer).__name__} {layer.name!r}.get_prunable_weights() returned {item!r}; each entry must "
                 f"be a keras.Variable of the layer or a (variable, layout) pair"
             )
-        lay = default_layout(len(variable.shape)) if layout is None else get_layout(layout)
+        lay = None if layout is None else get_layout(layout)
         try:
-            lay.canonical_shape(tuple(variable.shape))
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"layer {layer.name!r}, weight {variable.name!r}: {exc}") from None
-        alias = ("Linear",) if len(lay.canonical_shape(tuple(variable.shape))) == 2 else ("Conv",)
+            lay = lay or default_layout(len(variable.shape))
+            canonical = lay.canonical_shape(tuple(variable.shape))
+        except PatternShapeError as exc:
+            raise PatternShapeError(f"{type(layer).__name__} {layer.name!r}, weight {variable.name!r}: {exc}") from None
+        alias = ("Linear",) if len(canonical) == 2 else ("Conv",)
         out.append((variable, lay, alias, False))
     return out
 

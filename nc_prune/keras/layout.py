@@ -89,7 +89,8 @@ class Layout:
     def to_canonical(self, native: np.ndarray) -> np.ndarray:
         """The native array in the canonical layout (a copy when the axes move)."""
         a = np.asarray(native)
-        return np.transpose(a, self.perm(a.shape)).reshape(self.canonical_shape(a.shape))
+        shape = self.canonical_shape(a.shape)
+        return np.transpose(a, self.perm(a.shape)).reshape(shape)
 
     def from_canonical(self, canonical: np.ndarray, shape: Sequence[int]) -> np.ndarray:
         """Inverse of :meth:`to_canonical` for a native weight of ``shape``."""
