@@ -9,7 +9,7 @@ Arrays here are numpy, in the canonical layout ``(out, in, *kernel)``; masks are
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -17,9 +17,14 @@ from .. import arrays
 from ..config import DEFAULTS, parse_pattern
 from ..errors import ConfigError, NoPrunableLayerError, PatternShapeError, warn_user
 from ..registry import PATTERNS
-from ..selection import as_score_array, count_at_least, count_for_ratio, lowest_mask, select_global
+from .. import selection
+from ..selection import (Cut, Cutter, as_score_array, count_at_least, count_for_ratio, global_cuts, layer_cut,
+                         lowest_mask)
 
 REDUCERS = {"mean": np.mean, "sum": np.sum, "max": np.max}
+
+#: ``decide(unit_scores, already_pruned)`` → which units of one piece are pruned (see ``LayerUnits.prune_mask``).
+Decide = Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]
 
 
 class LayerUnits:
@@ -54,6 +59,23 @@ class LayerUnits:
 
     def block_size(self) -> List[int]:
         raise NotImplementedError
+
+    def score_pieces(self, score: np.ndarray, reduce_type: str,
+                     keep: Optional[np.ndarray]) -> Iterator[Tuple[np.ndarray, Optional[np.ndarray]]]:
+        """The unit scores in unit order, a piece at a time, each with its piece of :meth:`already_pruned`.
+
+        The default is one piece (:meth:`reduce`); the built-in units read a few rows at a time, so a large
+        layer never needs a temporary of its full size. The second item is None when ``keep`` is None.
+        """
+        yield self.reduce(score, reduce_type, keep), None if keep is None else self.already_pruned(keep)
+
+    def prune_mask(self, score: np.ndarray, reduce_type: str, keep: Optional[np.ndarray], decide: Decide) -> np.ndarray:
+        """Element prune mask (True = pruned) of the layer's shape.
+
+        ``decide`` is called on each piece of :meth:`score_pieces`, in order, and returns which of its units
+        are pruned.
+        """
+        return self.expand(np.concatenate([decide(u, d) for u, d in self.score_pieces(score, reduce_type, keep)]))
 
 
 class Pattern:
@@ -98,9 +120,8 @@ class Pattern:
     def _fitting(self, data: Mapping[str, Any]) -> Dict[str, LayerUnits]:
         out = {}
         for name, value in data.items():
-            shape = tuple(np.shape(value)) if not hasattr(value, "shape") else tuple(value.shape)
             try:
-                out[name] = self.units(name, shape)
+                out[name] = self.units(name, _shape(value))
             except PatternShapeError as exc:
                 self.invalid_layers[name] = str(exc)
                 if name not in self._warned:
@@ -161,64 +182,88 @@ class Pattern:
 
     # ---- shared machinery -----------------------------------------------------------------------
     def _masks(self, scores, target, pre_masks, max_ratio, is_global):
+        """Masks read the scores one layer at a time, a few times over, and keep none of them.
+
+        ``scores[name]`` is looked up again for every read (two to four reads, then one for the mask), so a
+        mapping may compute a layer's scores on access; values need ``shape`` and numpy conversion only.
+        """
         if not 0.0 <= float(target) <= 1.0:
             raise ConfigError(f"target sparsity {target!r} is outside [0, 1]")
         max_ratio = self.max_sparsity_ratio_per_op if max_ratio is None else float(max_ratio)
         min_ratio = min(self.min_sparsity_ratio_per_op, max_ratio)
-        np_scores = {n: arrays.to_numpy(s) for n, s in scores.items()}
         pre = {n: arrays.to_numpy(pre_masks[n]).astype(bool, copy=False)
-               for n in np_scores if pre_masks is not None and n in pre_masks}
+               for n in scores if pre_masks is not None and n in pre_masks}
         for n, m in pre.items():
-            if m.shape != np_scores[n].shape:
-                raise ConfigError(
-                    f"pre_masks[{n!r}] has shape {m.shape} but its scores have shape {np_scores[n].shape}"
-                )
-        layers = self._fitting(np_scores)
-        unit_scores, lo, hi, total = [], [], [], 0
+            shape = _shape(scores[n])
+            if m.shape != shape:
+                raise ConfigError(f"pre_masks[{n!r}] has shape {m.shape} but its scores have shape {shape}")
+        layers = self._fitting(scores)
+        sources, sizes, lo, hi, largest, forced_by_name = [], [], [], [], 0, {}
         for name, lu in layers.items():
             keep = pre.get(name)
-            us = as_score_array(lu.reduce(np_scores[name], self.reduce_type, keep), name)
-            forced = 0
-            if keep is not None:
-                done = lu.already_pruned(keep)
-                forced = int(np.count_nonzero(done))
-                if forced:
-                    # units pruned before rank first: a score of -inf passed in ranks just after them
-                    np.maximum(us, np.finfo(us.dtype).min, out=us)
-                    us[done] = -np.inf
+            forced = 0 if keep is None else int(np.count_nonzero(lu.already_pruned(keep)))
+            forced_by_name[name] = forced > 0
             n = lu.n_units
             lo_l = count_at_least(n, min(1.0, min_ratio * lu.ratio_scale))
             hi_l = count_for_ratio(n, min(1.0, max_ratio * lu.ratio_scale))
             if not is_global:
                 want = count_for_ratio(n, min(1.0, float(target) * lu.ratio_scale))
                 lo_l = hi_l = min(max(want, lo_l), hi_l)
-            unit_scores.append(us)
+            sources.append(self._source(scores, name, lu, keep, forced > 0))
+            sizes.append(n)
             lo.append(max(lo_l, forced))
             hi.append(max(hi_l, forced))
-            total += n
-        names = list(layers)
+            largest = max(largest, int(np.prod(lu.shape)))
+        cache = selection.cache_budget(largest)
         if is_global:
-            scale = layers[names[0]].ratio_scale
-            k = count_for_ratio(total, min(1.0, float(target) * scale))
+            scale = next(iter(layers.values())).ratio_scale
+            k = count_for_ratio(sum(sizes), min(1.0, float(target) * scale))
             if k > sum(hi):
                 warn_user(
                     f"target sparsity {target} needs {k} pruned units but max_sparsity_ratio_per_op={max_ratio} "
                     f"allows {sum(hi)}; pruning {sum(hi)}")
-            prune_units = select_global(unit_scores, k, lo, hi)
+            cuts, _ = global_cuts(sources, sizes, k, lo, hi, cache)
         else:
-            prune_units = [lowest_mask(us, l) for us, l in zip(unit_scores, lo)]
-        prune_by_name = dict(zip(names, prune_units))
+            cuts = [layer_cut(src, c, n, cache) for src, c, n in zip(sources, lo, sizes)]
+        cut_by_name = dict(zip(layers, cuts))
         out = {}
-        for name in np_scores:
+        for name in scores:
             ref = scores[name]
             if name in layers:
-                keep = ~layers[name].expand(prune_by_name[name])
+                keep = layers[name].prune_mask(arrays.to_numpy(ref), self.reduce_type, pre.get(name),
+                                               _decider(name, cut_by_name[name], forced_by_name[name]))
+                np.logical_not(keep, out=keep)
                 if name in pre:
                     keep &= pre[name]
             else:
-                keep = pre[name].copy() if name in pre else np.ones(np_scores[name].shape, dtype=bool)
+                keep = pre[name].copy() if name in pre else np.ones(_shape(ref), dtype=bool)
             out[name] = arrays.like(keep, ref)
         return out
+
+    def _source(self, scores, name: str, lu: LayerUnits, keep: Optional[np.ndarray], forced: bool):
+        def read() -> Iterator[np.ndarray]:
+            for units, done in lu.score_pieces(arrays.to_numpy(scores[name]), self.reduce_type, keep):
+                yield _unit_scores(units, done, name, forced)
+        return read
+
+
+def _shape(value) -> Tuple[int, ...]:
+    return tuple(int(s) for s in (value.shape if hasattr(value, "shape") else np.shape(value)))
+
+
+def _unit_scores(units: np.ndarray, done: Optional[np.ndarray], name: str, forced: bool) -> np.ndarray:
+    """Clean unit scores (float, no NaN, no -0.0). When the layer has units already pruned, they score -inf
+    and rank first — ahead of a score of -inf passed in, which ranks as the lowest finite value."""
+    a = as_score_array(units, name)
+    if forced:
+        np.maximum(a, np.finfo(a.dtype).min, out=a)
+        a[done] = -np.inf
+    return a
+
+
+def _decider(name: str, cut: Cut, forced: bool) -> Decide:
+    cutter = Cutter(cut)
+    return lambda units, done: cutter(_unit_scores(units, done, name, forced))
 
 
 def get_pattern(config: Mapping[str, Any]) -> Pattern:

@@ -19,7 +19,8 @@ With target 0.25 only one group is pruned: the one whose two lowest average less
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from functools import reduce as _fold
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -27,8 +28,20 @@ from ..arrays import from_2d, to_2d
 from ..config import parse_pattern
 from ..errors import PatternShapeError
 from ..registry import register_pattern
-from .base import REDUCERS, LayerUnits, Pattern
+from .. import selection
+from .base import REDUCERS, Decide, LayerUnits, Pattern
 from .nxm import _check_ndim
+
+_UINT = {1: np.uint8, 4: np.uint32, 8: np.uint64}
+
+
+def _swap_rows(x: np.ndarray, a: int, b: int, where: np.ndarray) -> None:
+    """Swap ``x[a]`` and ``x[b]`` where ``where`` is True, branch-free (xor through an all-ones mask)."""
+    u = _UINT[x.dtype.itemsize]
+    xa, xb = x[a].view(u), x[b].view(u)
+    d = (xa ^ xb) & (0 - where.astype(u))
+    xa ^= d
+    xb ^= d
 
 
 class GroupUnits(LayerUnits):
@@ -42,23 +55,94 @@ class GroupUnits(LayerUnits):
         self.n_units = self.rows * (self.cols // m)
         self.unit_size = n
         self.ratio_scale = m / n
-        self._lowest = None
+        self._lowest: Optional[np.ndarray] = None
 
     def _groups(self, a: np.ndarray) -> np.ndarray:
         return to_2d(a).reshape(-1, self.m)
 
+    def _n_lowest(self, g: np.ndarray, keep: Optional[np.ndarray], where: bool):
+        """The N lowest scores of each group (pruned weights first, ties to the lower position), in that order.
+
+        Returns the N scores (N arrays, one entry per group, or a ``(groups, N)`` array) and, when ``where``,
+        a ``(groups, M)`` boolean of their positions. Floats without NaN take a bubble network over the M
+        columns (N passes, branch-free swaps); anything else a stable argsort. Both give the same order.
+        """
+        key = g
+        if keep is not None:  # pruned weights go first, ahead of a score of -inf passed in (ranked as the lowest finite)
+            key = np.where(keep, np.maximum(g, np.finfo(g.dtype).min) if np.issubdtype(g.dtype, np.floating) else g,
+                           -np.inf)
+        if key.dtype not in (np.float32, np.float64) or key.dtype != g.dtype or np.isnan(key).any():
+            lowest = np.argsort(key, axis=-1, kind="stable")[:, : self.n]
+            sel = None
+            if where:
+                sel = np.zeros(g.shape, dtype=bool)
+                np.put_along_axis(sel, lowest, True, axis=-1)
+            return np.take_along_axis(g, lowest, axis=-1), sel
+        k = key.T.copy()  # a copy even when the transpose is already contiguous (one group)
+        v = k if keep is None else g.T.copy()
+        pos = np.repeat(np.arange(self.m, dtype=np.uint8)[:, None], g.shape[0], axis=1) if where else None
+        for r in range(self.n):
+            for b in range(self.m - 1, r, -1):
+                if v is k and pos is None:  # only the values matter: min/max is the swap
+                    lo = np.minimum(k[b - 1], k[b])
+                    np.maximum(k[b - 1], k[b], out=k[b])
+                    k[b - 1] = lo
+                    continue
+                swap = k[b] < k[b - 1]  # strict: equal keys keep their order (stable)
+                for x in (k, v, pos) if v is not k else (k, pos):
+                    if x is not None:
+                        _swap_rows(x, b - 1, b, swap)
+        sel = None
+        if where:
+            sel = np.zeros(g.shape, dtype=bool)
+            for r in range(self.n):
+                for i in range(self.m):
+                    sel[:, i] |= pos[r] == i
+        return [v[r] for r in range(self.n)], sel
+
+    def _reduce(self, vals, reduce_type: str) -> np.ndarray:
+        """``REDUCERS[reduce_type]`` over each group's N values, bit for bit (numpy sums up to 7 in order)."""
+        if not isinstance(vals, list):
+            return REDUCERS[reduce_type](vals, axis=-1)
+        if reduce_type == "max":
+            return _fold(np.maximum, vals[1:], vals[0].copy())
+        if self.n > 2:
+            return REDUCERS[reduce_type](np.stack(vals, axis=-1), axis=-1)
+        total = vals[0] + vals[1] if self.n == 2 else vals[0].copy()
+        if reduce_type == "mean":
+            np.true_divide(total, np.intp(self.n), out=total, casting="unsafe")  # as np.mean divides
+        return total
+
+    def _pieces(self, score: np.ndarray, keep: Optional[np.ndarray], where: bool) -> Iterator[tuple]:
+        """Per piece of whole rows: (rows, unit scores, already pruned, positions of the N lowest)."""
+        step = max(1, selection.PIECE // self.cols)  # about PIECE weights: the network copies them M-wide
+        for r in range(0, self.rows, step):
+            rows = slice(r, r + step)
+            g = self._groups(score[rows])
+            kg = None if keep is None else self._groups(keep[rows])
+            vals, sel = self._n_lowest(g, kg, where)
+            done = None if kg is None else np.count_nonzero(~kg, axis=-1) >= self.n
+            yield rows, vals, done, sel
+
+    def score_pieces(self, score, reduce_type, keep):
+        for _, vals, done, _ in self._pieces(score, keep, False):
+            yield self._reduce(vals, reduce_type), done
+
+    def prune_mask(self, score, reduce_type, keep, decide: Decide) -> np.ndarray:
+        out = np.empty(self.shape, dtype=bool)
+        for rows, vals, done, sel in self._pieces(score, keep, True):
+            sel &= decide(self._reduce(vals, reduce_type), done)[:, None]
+            part = out[rows]
+            part[...] = from_2d(sel.reshape(part.shape[0], self.cols), part.shape)
+        return out
+
     def reduce(self, score, reduce_type, keep):
-        g = self._groups(np.asarray(score))
-        if keep is not None:
-            # weights already pruned are the first to go in their group, so pruned positions persist
-            # (ahead of any score of -inf passed in, which ranks as the lowest finite value)
-            if np.issubdtype(g.dtype, np.floating):
-                g = np.maximum(g, np.finfo(g.dtype).min)
-            g = np.where(self._groups(keep), g, -np.inf)
-        lowest = np.argsort(g, axis=-1, kind="stable")[:, : self.n]
-        self._lowest = lowest
-        vals = np.take_along_axis(self._groups(np.asarray(score)), lowest, axis=-1)
-        return REDUCERS[reduce_type](vals, axis=-1)
+        parts, sels = [], []
+        for _, vals, _, sel in self._pieces(np.asarray(score), keep, True):
+            parts.append(self._reduce(vals, reduce_type))
+            sels.append(sel)
+        self._lowest = np.concatenate(sels)
+        return np.concatenate(parts)
 
     def already_pruned(self, keep):
         return np.count_nonzero(~self._groups(keep), axis=-1) >= self.n
@@ -66,8 +150,7 @@ class GroupUnits(LayerUnits):
     def expand(self, prune_units):
         if self._lowest is None:
             raise RuntimeError("GroupUnits.expand called before reduce")
-        out = np.zeros((self.n_units, self.m), dtype=bool)
-        np.put_along_axis(out, self._lowest, prune_units[:, None], axis=-1)
+        out = self._lowest & prune_units[:, None]
         return from_2d(out.reshape(self.rows, self.cols), self.shape).copy()
 
     def block_size(self) -> List[int]:

@@ -20,7 +20,7 @@ Worked example, ``"2x1"`` on a 4×2 weight with magnitude scores, target 0.5::
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from ..arrays import from_2d, to_2d
 from ..config import parse_pattern
 from ..errors import PatternShapeError
 from ..registry import register_pattern
-from .base import REDUCERS, LayerUnits, Pattern
+from .. import selection
+from .base import REDUCERS, Decide, LayerUnits, Pattern
 
 
 def _check_ndim(name: str, shape: Tuple[int, ...], pattern: str) -> None:
@@ -52,21 +53,47 @@ class BlockUnits(LayerUnits):
         self.unit_size = bh * bw
 
     def _blocks(self, a: np.ndarray) -> np.ndarray:
-        return to_2d(a).reshape(self.grid[0], self.bh, self.grid[1], self.bw)
+        """``(block rows, bh, block cols, bw)`` view of whole block-rows of the weight (``a`` may be a row slice)."""
+        return to_2d(a).reshape(-1, self.bh, self.grid[1], self.bw)
 
-    def reduce(self, score, reduce_type, keep):
-        b = self._blocks(np.asarray(score))
+    def _reduce(self, score: np.ndarray, reduce_type: str) -> np.ndarray:
+        b = self._blocks(score)
         if self.unit_size == 1:
             return b.reshape(-1)
         return REDUCERS[reduce_type](b, axis=(1, 3)).reshape(-1)
 
+    def _pruned(self, keep: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        return None if keep is None else ~self._blocks(keep).any(axis=(1, 3)).reshape(-1)
+
+    def _expand(self, prune_units: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+        g = prune_units.reshape(-1, 1, self.grid[1], 1)
+        full = np.broadcast_to(g, (g.shape[0], self.bh, self.grid[1], self.bw)).reshape(shape[0], self.cols)
+        return from_2d(full, shape)
+
+    def _row_slices(self) -> Iterator[slice]:
+        """Whole block-rows, about ``PIECE`` units at a time."""
+        step = max(1, selection.PIECE // self.grid[1]) * self.bh
+        return (slice(r, r + step) for r in range(0, self.rows, step))
+
+    def reduce(self, score, reduce_type, keep):
+        return self._reduce(np.asarray(score), reduce_type)
+
     def already_pruned(self, keep):
-        return ~self._blocks(keep).any(axis=(1, 3)).reshape(-1)
+        return self._pruned(keep)
 
     def expand(self, prune_units):
-        g = prune_units.reshape(self.grid[0], 1, self.grid[1], 1)
-        full = np.broadcast_to(g, (self.grid[0], self.bh, self.grid[1], self.bw)).reshape(self.rows, self.cols)
-        return from_2d(full, self.shape).copy()
+        return self._expand(prune_units, self.shape).copy()
+
+    def score_pieces(self, score, reduce_type, keep):
+        for rows in self._row_slices():
+            yield self._reduce(score[rows], reduce_type), self._pruned(None if keep is None else keep[rows])
+
+    def prune_mask(self, score, reduce_type, keep, decide: Decide) -> np.ndarray:
+        out = np.empty(self.shape, dtype=bool)
+        for rows, (units, done) in zip(self._row_slices(), self.score_pieces(score, reduce_type, keep)):
+            part = out[rows]
+            part[...] = self._expand(decide(units, done), part.shape)
+        return out
 
     def block_size(self) -> List[int]:
         return [self.bh, self.bw]
