@@ -21,7 +21,7 @@ if _major < 3:  # pragma: no cover - depends on the installed Keras
         f"pip install 'keras>=3' and unset TF_USE_LEGACY_KERAS"
     )
 
-from .api import prepare_pruning, report, strip  # noqa: E402
+from .api import prepare_pruning, sparsity_report, strip  # noqa: E402
 from .callback import PruningCallback  # noqa: E402
 from .discovery import PrunableWeight, find_prunable_weights  # noqa: E402
 from .layout import Layout, get_layout  # noqa: E402
@@ -29,6 +29,6 @@ from .optimizer import PruningOptimizer  # noqa: E402
 from .pruner import KerasBasePruner  # noqa: E402
 
 __all__ = [
-    "prepare_pruning", "strip", "report", "PruningCallback", "PruningOptimizer", "KerasBasePruner",
+    "prepare_pruning", "strip", "sparsity_report", "PruningCallback", "PruningOptimizer", "KerasBasePruner",
     "PrunableWeight", "find_prunable_weights", "Layout", "get_layout",
 ]

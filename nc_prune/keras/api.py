@@ -151,7 +151,8 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
         w.slot = wrapper.slots[name]
     if existing is None and optimizer is None:
         _install(model, wrapper, "keras.models.load_model will not restore the pruning state")
-    return PruningCallback(session, wrapper, selected, model, external_optimizer=optimizer is not None)
+    return PruningCallback(session, wrapper, selected, model, external_optimizer=optimizer is not None,
+                           all_weights=list(found.values()))
 
 
 def _parts(target: Union[keras.Model, PruningCallback]):
@@ -191,23 +192,26 @@ def strip(target: Union[keras.Model, PruningCallback]) -> keras.Model:
     return model
 
 
-def report(target: Union[keras.Model, PruningCallback]) -> SparsityReport:
-    """Zeros per prunable weight, with canonical ``(out, in, *kernel)`` shapes as on the torch side.
+def sparsity_report(target: Union[keras.Model, PruningCallback],
+                    patterns: Optional[Dict[str, str]] = None) -> SparsityReport:
+    """Zeros of every prunable weight of the model, per layer and total — the torch backend's report.
 
-    For a callback: the pruned layers. For a model: every prunable weight the model has (its pattern
-    shown when the model carries pruning state).
+    Shapes are canonical ``(out, in, *kernel)``, so a Keras model and the torch model with the same
+    numbers give the same table. Patterns are shown for the layers being pruned.
+
+    Args:
+        target: the model, or the callback ``prepare_pruning`` returned.
+        patterns: ``{layer: pattern}`` to show; by default taken from the live pruning, if any.
     """
     if isinstance(target, PruningCallback):
         return target.report()
     model, wrapper = _parts(target)
-    weights: Dict[str, PrunableWeight] = {w.name: w for w in find_prunable_weights(model)}
-    patterns: Dict[str, str] = {}
-    if wrapper is not None and wrapper.pruning_config is not None:
-        cfg = WeightPruningConfig.from_dict(wrapper.pruning_config)
-        owner = wrapper._held.owner
-        if owner is not None:
-            patterns = owner.session.layer_patterns()
-        elif len(cfg.groups) == 1:
-            patterns = {t["name"]: cfg.groups[0]["pattern"] for t in wrapper.targets}
-    arrays = {n: w.layout.to_canonical(to_numpy(w.variable)) for n, w in weights.items()}
+    if patterns is None:
+        owner = wrapper._held.owner if wrapper is not None else None
+        patterns = owner.session.layer_patterns() if owner is not None else {}
+    return _report(find_prunable_weights(model), patterns)
+
+
+def _report(weights: List[PrunableWeight], patterns: Dict[str, str]) -> SparsityReport:
+    arrays = {w.name: w.layout.to_canonical(to_numpy(w.variable)) for w in weights}
     return SparsityReport.from_arrays(arrays, patterns)

@@ -48,11 +48,13 @@ class PruningCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, session: PruningSession, optimizer: PruningOptimizer, weights: Dict[str, PrunableWeight],
-                 model: keras.Model, external_optimizer: bool = False) -> None:
+                 model: keras.Model, external_optimizer: bool = False,
+                 all_weights: Optional[List[PrunableWeight]] = None) -> None:
         super().__init__()
         self.session = session
         self.optimizer = optimizer
         self.weights = dict(weights)
+        self._all_weights = list(all_weights) if all_weights is not None else list(self.weights.values())
         self._external = external_optimizer
         self._grad_pruners = [p for p in session.pruners if p.needs_grad]
         self._weight_pruners = [p for p in session.pruners if not p.needs_grad]
@@ -194,7 +196,9 @@ class PruningCallback(keras.callbacks.Callback):
 
     # ---- reporting ---------------------------------------------------------------------------
     def report(self) -> SparsityReport:
-        """Zeros per pruned layer (canonical shapes, as on the torch side)."""
-        patterns = self.session.layer_patterns()
-        arrays = {n: w.layout.to_canonical(to_numpy(w.variable)) for n, w in self.weights.items()}
-        return SparsityReport.from_arrays(arrays, patterns)
+        """Zeros of every prunable weight of the model, with the pattern of each pruned one.
+
+        Shapes are canonical ``(out, in, *kernel)``, as in the torch backend's report.
+        """
+        arrays = {w.name: w.layout.to_canonical(to_numpy(w.variable)) for w in self._all_weights}
+        return SparsityReport.from_arrays(arrays, self.session.layer_patterns())

@@ -139,7 +139,9 @@ def test_n_in_m_during_training_hits_the_target_without_overshoot(pattern, targe
     for n in cb.weights:
         groups = (canonical(cb, n) == 0).reshape(-1, 4).sum(axis=1)
         assert set(groups.tolist()) == {zeros_per_group}, n
-    assert cb.report().total_ratio == target
+    rep = cb.report()
+    assert sum(rep[n].zeros for n in cb.weights) == target * sum(rep[n].params for n in cb.weights)
+    assert rep["head"].zeros == 0 and rep["head"].pattern == "-"  # the report covers the whole model
     _assert_masks_hold(cb)
 
 
