@@ -41,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
     frameworks = ["torch", "keras"] if args.framework == "all" else [args.framework]
     result = run_demo(args.out, quick=args.quick, frameworks=frameworks, seed=args.seed,
                       show_progress=False if args.no_progress else None, plots=not args.no_plots)
@@ -102,10 +103,11 @@ def _keras_report(path: str) -> Tuple[SparsityReport, List[str]]:
         model = keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, OSError) as exc:
         raise CliError(f"{path} is not a loadable .keras model: {' '.join(str(exc).split())}") from None
-    return keras_backend.sparsity_report(model), [f"Keras model {model.name!r}: its Dense and Conv kernels"]
+    return keras_backend.report(model), [f"Keras model {model.name!r}: its Dense and convolution kernels"]
 
 
 def _keras_backend(what: str):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
     try:
         import keras  # noqa: F401
     except ImportError:
@@ -153,6 +155,7 @@ def load_config_file(path: str) -> WeightPruningConfig:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise CliError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        _check_yaml_patterns(data, path)
     elif path.endswith(".json"):
         try:
             data = json.loads(text)
@@ -163,6 +166,16 @@ def load_config_file(path: str) -> WeightPruningConfig:
     if not isinstance(data, Mapping):
         raise CliError(f"{path} must hold a mapping of WeightPruningConfig keys, got {type(data).__name__}")
     return WeightPruningConfig.from_dict(data)
+
+
+def _check_yaml_patterns(data: Any, path: str) -> None:
+    """YAML 1.1 reads an unquoted ``2:4`` as the base-60 number 124: say so instead of "not a string"."""
+    groups = data.get("pruning_configs") if isinstance(data, Mapping) else None
+    for where, d in [("", data)] + [(f"pruning_configs[{i}]: ", g) for i, g in enumerate(groups or [])]:
+        value = d.get("pattern") if isinstance(d, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise CliError(f"{path}: {where}pattern was read as the number {value}; YAML reads an unquoted N:M "
+                           f"pattern in base 60 — quote it, e.g. pattern: \"2:4\"")
 
 
 def _load_model(spec: str) -> Any:
@@ -204,7 +217,7 @@ def _layer_infos(model: Any) -> List[LayerInfo]:
     if torch_nn is not None and isinstance(model, torch_nn.Module):
         from .torch import find_targets
         return find_targets(model)[0]
-    return _keras_backend("plan Keras models").find_targets(model)[0]
+    return [w.info() for w in _keras_backend("plan Keras models").find_prunable_weights(model)]
 
 
 def _why_dense(info: LayerInfo, groups: Sequence[Mapping[str, Any]], head: Optional[str], misfit: bool) -> str:

@@ -10,11 +10,12 @@ PNG. No pyplot state is touched, so this works in scripts, tests and servers ali
 ...                           pruning_frequency=10)
 >>> fig = plot_schedule(cfg)
 >>> fig.axes[0].get_ylabel()
-'target sparsity'
+'sparsity'
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Tuple, Union
 
@@ -71,7 +72,7 @@ def plot_schedule(config: Any, path: Optional[PathLike] = None, *, steps: Option
             label = f"{g['pattern']} → {g['target_sparsity']:.0%} ({g['sparsity_decay_type']})"
             if len(groups) > 1:
                 label = f"group {i}: {label}"
-            lines.append((f"{name}: {label}" if name else label, g))
+            lines.append((f"{name}: {label}" if name and name != g["pattern"] else label, g))
     last = max(g["end_step"] for _, g in lines)
     steps = steps if steps is not None else max(int(last * 1.15) + 1, last + 2)
     fig = _figure((7.0, 3.6))
@@ -81,15 +82,16 @@ def plot_schedule(config: Any, path: Optional[PathLike] = None, *, steps: Option
         ys = [sparsity_at(int(s), g["start_step"], g["end_step"], g["pruning_frequency"], g["target_sparsity"],
                           g["sparsity_decay_type"]) for s in xs]
         ax.step(xs, ys, where="post", linewidth=2, label=f"planned {label}")
-    for label, points in (measured or {}).items():
+    for (label, points), marker in zip((measured or {}).items(), itertools.cycle("ox+s^v")):
         if points:
             px, py = zip(*points)
-            ax.plot(px, py, linestyle="none", marker=".", markersize=4, alpha=0.7, label=f"measured {label}")
+            ax.plot(px, py, linestyle="none", marker=marker, markersize=5, markerfacecolor="none",
+                    color="black", alpha=0.6, label=f"measured {label}")
     ax.set_xlim(0, steps)
     ax.set_ylim(0, 1.0)
     ax.yaxis.set_major_formatter(_percent())
     ax.set_xlabel("training step (optimizer steps)")
-    ax.set_ylabel("target sparsity")
+    ax.set_ylabel("sparsity")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")

@@ -90,8 +90,8 @@ def _backend(name: str, data: Digits, sizes: DemoSizes, seed: int):
             raise FrameworkUnavailable(f"PyTorch is not installed ({exc}); pip install torch==2.13.0") from None
         return TorchDemo(data, sizes.batch_size, seed)
     if name == "keras":
-        from .keras_part import keras_demo
-        return keras_demo(data.channels_last(), sizes.batch_size, seed)
+        from .keras_part import KerasDemo
+        return KerasDemo(data.channels_last(), sizes.batch_size, seed)
     raise ValueError(f"unknown framework {name!r}; choose from {', '.join(FRAMEWORKS)}")
 
 
@@ -150,10 +150,10 @@ def write_plots(result: DemoResult, out_dir: str) -> List[str]:
     """schedule.png, layer_sparsity.png and masks.png for the runs of ``result``."""
     from ..plot import plot_layer_sparsity, plot_mask, plot_schedule
     runs = result.runs
-    configs = {r.recipe.label: r.config for r in runs if r.framework == runs[0].framework}
-    measured = {f"{r.framework} {r.recipe.pattern}": r.trace[::max(1, len(r.trace) // 120)] for r in runs}
+    configs = {r.recipe.pattern: r.config for r in runs if r.framework == runs[0].framework}
+    measured = {f"{r.framework} {r.recipe.pattern}": r.trace[::max(1, len(r.trace) // 40)] for r in runs}
     paths = [os.path.join(out_dir, n) for n in ("schedule.png", "layer_sparsity.png", "masks.png")]
-    plot_schedule(configs, paths[0], measured=measured, title="Sparsity of the pruned layers over fine-tuning")
+    plot_schedule(configs, paths[0], measured=measured, title="Sparsity of the pruned layers (conv2, fc1) over fine-tuning")
     plot_layer_sparsity({f"{r.framework} {r.recipe.pattern}": r.report for r in runs}, paths[1],
                         title="Sparsity per layer after pruning (conv1 and the head fc2 stay dense)")
     panels = {f"{r.framework} {r.recipe.pattern} · {MASK_LAYER}": r for r in runs}
