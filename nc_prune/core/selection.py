@@ -204,7 +204,7 @@ def _radix_with(layers, k, total_units, cache_bytes, wide):
                 hist += np.bincount(digit, minlength=1 << width)
             if layer.cached is not None:
                 budget -= layer.cached.size
-            layer.hist = hist
+            layer.hist = hist if step == len(plan) - 1 else None  # only the last digit's are needed
             cum = np.cumsum(hist)
             cum += layer.below
             total += np.clip(cum, layer.lo, layer.hi, out=cum)
