@@ -191,7 +191,7 @@ class PruningOptimizer(keras.optimizers.Optimizer):
     def prune_step(self) -> int:
         """Optimizer steps taken since pruning was prepared."""
         self._require_built()
-        return int(ops.convert_to_numpy(self._held.step))
+        return int(self._held.step.numpy())
 
     @prune_step.setter
     def prune_step(self, value: int) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+import keras
 from keras import ops
 
 from ..core.pruner import BasePruner
@@ -25,6 +26,9 @@ from .optimizer import masked
 
 
 def to_numpy(value: Any) -> np.ndarray:
+    """A numpy copy of a Keras variable or backend tensor."""
+    if isinstance(value, keras.Variable):
+        return np.asarray(value.numpy())
     return np.asarray(ops.convert_to_numpy(value))
 
 
@@ -50,7 +54,7 @@ class ScoreVariables(Mapping):
         if slot is None:
             return default
         if self.in_step or int(to_numpy(slot.seen)) > 0:
-            return slot.score.value
+            return slot.score
         return default
 
     def __getitem__(self, name: str) -> Any:
@@ -103,7 +107,7 @@ class KerasBasePruner(BasePruner):
         self.masks = MaskVariables(self.modules)
 
     def _weight(self, name: str) -> Any:
-        return self.modules[name].variable.value
+        return self.modules[name].variable  # a keras.Variable: Python operators work on it on every backend
 
     def _grad(self, name: str) -> Any:
         return self.modules[name].grad
