@@ -169,6 +169,17 @@ def test_unknown_key_lists_the_known_ones():
     assert "default" in str(info.value) and "magnitude" in str(info.value)
 
 
+def test_unregister_removes_a_key():
+    @PruneImplBase.register("test_temporary")
+    class Temporary(MagnitudePruneImpl):
+        pass
+
+    PruneImplBase.unregister("test_temporary")
+    assert "test_temporary" not in PruneImplBase.list_registry_keys()
+    with pytest.raises(RegistryError):
+        PruneImplBase.unregister("test_temporary")
+
+
 def test_register_rules():
     with pytest.raises(RegistryError, match="already registered"):
         PruneImplBase.register("default")(CountingImpl)
@@ -194,12 +205,13 @@ def top_rows():
             return mask
 
     yield FirstRows
-    PruneImplBase._registry.unregister("test_first_rows")
+    PruneImplBase.unregister("test_first_rows")
 
 
 def test_a_custom_registered_implementation_as_a_parametrization(top_rows):
     cls = PruneImplBase.get_class("test_first_rows")
     assert cls is top_rows and "test_first_rows" in PruneImplBase.list_registry_keys()
+    assert top_rows in PruneImplBase.list_registry_values()
     layer = nn.Linear(3, 4)
     original = layer.weight
     parametrize.register_parametrization(layer, "weight", cls(0.5, Unstructured()))

@@ -225,6 +225,7 @@ def test_lstm_sees_the_fresh_weight():
         P.ln_structured(lstm, "weight_hh_l0", amount=2, n=2, dim=0)
     factory = lambda: nn.LSTM(3, 4)  # noqa: E731
     a, b = run_twins(scenario, factory=factory)
+    assert all(torch.equal(x, y) for x, y in zip(a._flat_weights, b._flat_weights))  # before any forward
     x = torch.randn(5, 2, 3)
     assert torch.equal(a(x)[0], b(x)[0])
     assert torch.equal(b._flat_weights[0], b.weight_ih_l0)

@@ -217,6 +217,7 @@ def _attach(cls, module, name, args, kwargs, importance_scores) -> BasePruningMe
         del module._forward_pre_hooks[key]
     _reparam.mark_pruned(module, name)
     module.register_forward_pre_hook(method)
+    _reparam.refresh(module, name, method)  # modules that keep copies (nn.LSTM) see the pruned tensor now
     return method
 
 

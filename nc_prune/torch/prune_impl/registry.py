@@ -47,6 +47,11 @@ class RegistryMixin:
         return decorator
 
     @classmethod
+    def unregister(cls, key: str) -> None:
+        """Remove ``key`` (for tests, and for replacing a plug-in)."""
+        cls._root()._registry.unregister(key)
+
+    @classmethod
     def get_class(cls, key: str) -> type:
         """The class registered under ``key``; an unknown key lists the known ones."""
         return cls._root()._registry.get(key)
