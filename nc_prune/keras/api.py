@@ -61,6 +61,20 @@ def _install(model: keras.Model, optimizer: keras.optimizers.Optimizer, what: st
             stacklevel=3)
 
 
+def find_pruning_optimizer(optimizer: Any) -> Optional[PruningOptimizer]:
+    """The :class:`PruningOptimizer` in ``optimizer`` (itself, or inside a ``LossScaleOptimizer``), else None."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer if isinstance(optimizer, PruningOptimizer) else None
+
+
+def _loss_scaled(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """``optimizer`` wrapped in a LossScaleOptimizer again when the model's optimizer was one."""
+    if isinstance(getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 def _specs(session: PruningSession) -> List[Dict[str, Any]]:
     out = []
     for p in session.pruners:
@@ -113,8 +127,7 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
     0.5
     """
     _check_model(model)
-    existing = getattr(model, "optimizer", None) if optimizer is None else None
-    existing = existing if isinstance(existing, PruningOptimizer) else None
+    existing = find_pruning_optimizer(getattr(model, "optimizer", None)) if optimizer is None else None
     if config is None:
         if existing is None or existing.pruning_config is None:
             raise ConfigTypeError("prepare_pruning needs a config (WeightPruningConfig or dict)")
@@ -139,6 +152,8 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
             wrapper._held.owner.detach()
     else:
         inner = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+        if isinstance(inner, keras.optimizers.LossScaleOptimizer):
+            inner = inner.inner_optimizer  # loss scaling stays outermost (see _loss_scaled)
         if inner is None:
             raise PruningStateError(
                 "the model is not compiled; call model.compile(optimizer=..., loss=...) before prepare_pruning, or "
@@ -150,7 +165,7 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
     for name, w in selected.items():
         w.slot = wrapper.slots[name]
     if existing is None and optimizer is None:
-        _install(model, wrapper, "keras.models.load_model will not restore the pruning state")
+        _install(model, _loss_scaled(model, wrapper), "keras.models.load_model will not restore the pruning state")
     return PruningCallback(session, wrapper, selected, model, external_optimizer=optimizer is not None,
                            all_weights=list(found.values()))
 
@@ -159,8 +174,7 @@ def _parts(target: Union[keras.Model, PruningCallback]):
     if isinstance(target, PruningCallback):
         return target.model, target.optimizer
     if isinstance(target, keras.Model):
-        opt = getattr(target, "optimizer", None)
-        return target, opt if isinstance(opt, PruningOptimizer) else None
+        return target, find_pruning_optimizer(getattr(target, "optimizer", None))
     raise ConfigTypeError(f"expected a keras.Model or a PruningCallback, got {type(target).__name__}")
 
 
@@ -187,8 +201,9 @@ def strip(target: Union[keras.Model, PruningCallback]) -> keras.Model:
     owner = wrapper._held.owner
     if owner is not None:
         owner.detach()
-    if getattr(model, "optimizer", None) is wrapper:
-        _install(model, wrapper.inner_optimizer, "the saved model's compile config still names PruningOptimizer")
+    if find_pruning_optimizer(getattr(model, "optimizer", None)) is wrapper:
+        _install(model, _loss_scaled(model, wrapper.inner_optimizer),
+                 "the saved model's compile config still names PruningOptimizer")
     return model
 
 

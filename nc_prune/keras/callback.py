@@ -176,18 +176,25 @@ class PruningCallback(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
 
     def _ensure_installed(self) -> None:
-        if self._external or getattr(self.model, "optimizer", None) is self.optimizer:
-            return
         current = getattr(self.model, "optimizer", None)
+        scaled = isinstance(current, keras.optimizers.LossScaleOptimizer)
+        inner = current.inner_optimizer if scaled else current
+        if self._external or inner is self.optimizer:
+            return
         if current is None:
             raise PruningStateError("the model has no optimizer; compile it before training")
-        if isinstance(current, PruningOptimizer):
+        if isinstance(inner, PruningOptimizer):
             raise PruningStateError(
                 "the model's optimizer is another PruningOptimizer; prepare_pruning was called again on this model, "
                 "so this older callback is stale — use the newest one"
             )
-        self.optimizer.replace_inner(current, self.model.trainable_variables)
-        self.model.optimizer = self.optimizer
+        self.optimizer.replace_inner(inner, self.model.trainable_variables)
+        if scaled:
+            scaling = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            scaling.build(self.model.trainable_variables)
+            self.model.optimizer = scaling
+        else:
+            self.model.optimizer = self.optimizer
         self.model.make_train_function(force=True)
         warnings.warn(
             "model.compile() was called after prepare_pruning(); pruning continues with the new optimizer, but "

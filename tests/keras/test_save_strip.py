@@ -165,3 +165,26 @@ def test_preparing_again_makes_the_older_callback_stale():
     with pytest.raises(PruningStateError, match="detached"):
         fit(model, old, *data((16,), n=8))
     fit(model, new, *data((16,), n=8))
+
+
+def test_mixed_precision_keeps_loss_scaling_outermost_through_save_load_and_strip(tmp_path):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = compiled(mlp(), keras.optimizers.Adam(0.01))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    cb = prepare_pruning(model, config(pruning_type="snip_momentum", pattern="4x1", target_sparsity=0.5,
+                                       start_step=0, end_step=4, pruning_frequency=2))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.optimizer.inner_optimizer is cb.optimizer
+    fit(model, cb, *data((16,), n=48), batch_size=4)
+    assert cb.report().total_zeros == 4 * 192  # half of the 384 blocks of fc1 and fc2
+    assert float(model.optimizer.dynamic_scale.numpy()) > 1  # the loss really was scaled
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.optimizer.inner_optimizer, nk.PruningOptimizer)
+    assert loaded.optimizer.inner_optimizer.prune_step == 12
+    nk.strip(loaded)
+    assert isinstance(loaded.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert type(loaded.optimizer.inner_optimizer) is keras.optimizers.Adam
