@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Callable, Dict, Tuple
 
+import pytest
+
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -114,3 +116,17 @@ def run_twins(scenario: Callable, factory: Callable[[], nn.Module] = Net, seed: 
     if x is not None:
         assert_same_training(a, b, x)
     return a, b
+
+
+def assert_same_error(call: Callable, builtin: type) -> nn.Module:
+    """``call(prune_module, model)`` raises ``builtin`` with PyTorch and with nc_prune (an NcPruneError too),
+    and leaves nc_prune's model unpruned. Returns that model."""
+    from nc_prune import NcPruneError
+    a, b = twins()
+    with pytest.raises(builtin):
+        call(torch_prune, a)
+    with pytest.raises(builtin) as info:
+        call(nc_prune_api, b)
+    assert isinstance(info.value, NcPruneError) and len(str(info.value)) > 30, str(info.value)
+    assert not nc_prune_api.is_pruned(b)
+    return b

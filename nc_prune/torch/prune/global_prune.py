@@ -25,7 +25,7 @@ from ...core.masks import compute_masks
 from ._errors import ShapeMismatchError
 from ._select import topk_masks
 from .base import Amount, PruningContainer, _check_target, units_to_prune, validate_amount, validate_amount_init
-from .methods import L1Unstructured, RandomUnstructured, custom_from_mask
+from .methods import CountedUnstructured, L1Unstructured, RandomUnstructured, custom_from_mask
 from .patterns import engine_pattern, unit_target
 
 Pair = Tuple[nn.Module, str]
@@ -88,7 +88,9 @@ def global_unstructured(parameters: Iterable, pruning_method: type,
                               f"{pruning_method.__name__} has {getattr(method, 'PRUNING_TYPE', None)!r}. "
                               f"For blocks or channels use global_structured()")
     masks = [_current_mask(m, n) for m, n in pairs]
-    if type(method).compute_mask in (L1Unstructured.compute_mask, RandomUnstructured.compute_mask):
+    kind = type(method)
+    if kind.compute_mask is CountedUnstructured.compute_mask and \
+            kind.picked in (L1Unstructured.picked, RandomUnstructured.picked):
         final = _selected_masks(method, scores, masks)
     else:
         final = _joined_masks(method, scores, masks)
@@ -117,7 +119,7 @@ def _selected_masks(method, scores, masks) -> List[torch.Tensor]:
     validate_amount(count, total, "unpruned entries")
     if count == 0:
         picks = [torch.zeros(n, dtype=torch.bool) for n in sizes]
-    elif isinstance(method, L1Unstructured):
+    elif type(method).picked is L1Unstructured.picked:
         values = [torch.abs(s.detach()).reshape(-1) for s in scores]
         values = [v if a is None else v[a] for v, a in zip(values, alive)]
         picks = topk_masks(values, count, largest=False)

@@ -31,8 +31,8 @@ class Identity(BasePruningMethod):
         return super().apply(module, name)
 
 
-class RandomUnstructured(BasePruningMethod):
-    """Prunes ``amount`` entries chosen at random (a count, or a fraction of the entries)."""
+class CountedUnstructured(BasePruningMethod):
+    """Base of the unstructured methods: prunes ``amount`` entries, those :meth:`picked` returns."""
 
     PRUNING_TYPE = "unstructured"
 
@@ -45,31 +45,30 @@ class RandomUnstructured(BasePruningMethod):
         validate_amount(count, t.nelement(), "entries")
         mask = default_mask.clone(memory_format=torch.contiguous_format)
         if count:
-            draw = torch.rand_like(t)
-            mask.view(-1)[topk_masks([draw], count, largest=True)[0]] = 0
+            mask.view(-1)[self.picked(t, count)] = 0
         return mask
+
+    def picked(self, t: torch.Tensor, count: int) -> torch.Tensor:
+        """A flat boolean tensor marking the ``count`` entries of ``t`` to prune."""
+        raise NotImplementedError
+
+
+class RandomUnstructured(CountedUnstructured):
+    """Prunes ``amount`` entries chosen at random (a count, or a fraction of the entries)."""
+
+    def picked(self, t: torch.Tensor, count: int) -> torch.Tensor:
+        return topk_masks([torch.rand_like(t)], count, largest=True)[0]
 
     @classmethod
     def apply(cls, module: nn.Module, name: str, amount: Amount) -> "RandomUnstructured":  # type: ignore[override]
         return super().apply(module, name, amount=amount)
 
 
-class L1Unstructured(BasePruningMethod):
+class L1Unstructured(CountedUnstructured):
     """Prunes the ``amount`` entries of smallest absolute value (a count, or a fraction of the entries)."""
 
-    PRUNING_TYPE = "unstructured"
-
-    def __init__(self, amount: Amount) -> None:
-        validate_amount_init(amount)
-        self.amount = amount
-
-    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        count = units_to_prune(self.amount, t.nelement())
-        validate_amount(count, t.nelement(), "entries")
-        mask = default_mask.clone(memory_format=torch.contiguous_format)
-        if count:
-            mask.view(-1)[topk_masks([torch.abs(t.detach())], count)[0]] = 0
-        return mask
+    def picked(self, t: torch.Tensor, count: int) -> torch.Tensor:
+        return topk_masks([torch.abs(t.detach())], count)[0]
 
     @classmethod
     def apply(cls, module: nn.Module, name: str, amount: Amount,  # type: ignore[override]
@@ -237,6 +236,6 @@ def is_pruned(module: nn.Module) -> bool:
                for sub in module.modules() for hook in sub._forward_pre_hooks.values())
 
 
-__all__ = ["Identity", "RandomUnstructured", "L1Unstructured", "RandomStructured", "LnStructured", "CustomFromMask",
+__all__ = ["Identity", "CountedUnstructured", "RandomUnstructured", "L1Unstructured", "RandomStructured", "LnStructured", "CustomFromMask",
            "identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
            "custom_from_mask", "remove", "is_pruned", "channel_norms"]
