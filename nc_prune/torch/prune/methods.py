@@ -76,8 +76,8 @@ class L1Unstructured(CountedUnstructured):
         return super().apply(module, name, amount=amount, importance_scores=importance_scores)
 
 
-class RandomStructured(BasePruningMethod):
-    """Prunes ``amount`` whole channels along ``dim`` chosen at random."""
+class CountedStructured(BasePruningMethod):
+    """Base of the channel methods: prunes ``amount`` channels along ``dim``, all but those :meth:`kept`."""
 
     PRUNING_TYPE = "structured"
 
@@ -94,11 +94,21 @@ class RandomStructured(BasePruningMethod):
         validate_amount(count, channels, "channels")
         if count == 0:
             return default_mask
-        draw = torch.rand(channels)
-        keep = draw > torch.kthvalue(draw, k=count).values
-        mask = channel_mask(t, self.dim, keep)
+        mask = channel_mask(t, self.dim, self.kept(t, channels, count))
         mask *= default_mask.to(dtype=mask.dtype)
         return mask
+
+    def kept(self, t: torch.Tensor, channels: int, count: int) -> torch.Tensor:
+        """A boolean tensor over the ``channels`` marking those that stay when ``count`` go."""
+        raise NotImplementedError
+
+
+class RandomStructured(CountedStructured):
+    """Prunes ``amount`` whole channels along ``dim`` chosen at random."""
+
+    def kept(self, t: torch.Tensor, channels: int, count: int) -> torch.Tensor:
+        draw = torch.rand(channels)
+        return draw > torch.kthvalue(draw, k=count).values
 
     @classmethod
     def apply(cls, module: nn.Module, name: str, amount: Amount,  # type: ignore[override]
@@ -112,30 +122,15 @@ def channel_norms(t: torch.Tensor, n: Any, dim: int) -> torch.Tensor:
     return torch.norm(t.detach(), p=n, dim=[d for d in range(t.dim()) if d != dim])
 
 
-class LnStructured(BasePruningMethod):
+class LnStructured(CountedStructured):
     """Prunes the ``amount`` channels along ``dim`` of smallest L``n`` norm (``n`` as ``p`` of ``torch.norm``)."""
 
-    PRUNING_TYPE = "structured"
-
     def __init__(self, amount: Amount, n: Any, dim: int = -1) -> None:
-        validate_amount_init(amount)
-        self.amount = amount
+        super().__init__(amount, dim)
         self.n = n
-        self.dim = dim
 
-    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        validate_structured(t)
-        validate_dim(t, self.dim)
-        channels = t.shape[self.dim]
-        count = units_to_prune(self.amount, channels)
-        validate_amount(count, channels, "channels")
-        norms = channel_norms(t, self.n, self.dim)
-        if count == 0:
-            return default_mask
-        keep = topk_masks([norms], channels - count, largest=True)[0]
-        mask = channel_mask(t, self.dim, keep)
-        mask *= default_mask.to(dtype=mask.dtype)
-        return mask
+    def kept(self, t: torch.Tensor, channels: int, count: int) -> torch.Tensor:
+        return topk_masks([channel_norms(t, self.n, self.dim)], channels - count, largest=True)[0]
 
     @classmethod
     def apply(cls, module: nn.Module, name: str, amount: Amount, n: Any,  # type: ignore[override]
@@ -236,6 +231,6 @@ def is_pruned(module: nn.Module) -> bool:
                for sub in module.modules() for hook in sub._forward_pre_hooks.values())
 
 
-__all__ = ["Identity", "CountedUnstructured", "RandomUnstructured", "L1Unstructured", "RandomStructured", "LnStructured", "CustomFromMask",
+__all__ = ["Identity", "CountedUnstructured", "CountedStructured", "RandomUnstructured", "L1Unstructured", "RandomStructured", "LnStructured", "CustomFromMask",
            "identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
            "custom_from_mask", "remove", "is_pruned", "channel_norms"]
