@@ -115,3 +115,10 @@ def test_schemes_and_schedules_are_immutable_values():
     assert NMStructured(2, 4) == NMStructured(2, 4) and hash(BlockStructured((4, 1))) == hash(BlockStructured((4, 1)))
     with pytest.raises(AttributeError):
         NMStructured(2, 4).n = 1
+
+
+def test_the_engine_curve_behind_the_polynomial_schedule_matches_its_cube_and_linear_decays():
+    from nc_prune.core.schedulers import cube_decay, linear_decay, polynomial_decay
+    for p in (0.0, 0.2, 0.5, 0.9, 1.0):
+        assert polynomial_decay(p, 0.1, 0.8, 3.0) == pytest.approx(cube_decay(p, 0.1, 0.8), abs=1e-12)
+        assert polynomial_decay(p, 0.1, 0.8, 1.0) == pytest.approx(linear_decay(p, 0.1, 0.8), abs=1e-12)
