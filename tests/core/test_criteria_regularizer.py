@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nc_prune.core.config import DEFAULTS
 from nc_prune import CRITERIA, ConfigError, WeightPruningConfig, get_pattern
 from nc_prune.core.pruner import BasicPruner
 from nc_prune.core.regularizers import GroupLasso
@@ -82,8 +83,11 @@ def test_group_lasso_zero_block_gives_zero_term():
 
 
 def test_group_lasso_with_n_m_is_a_config_error():
-    cfg = WeightPruningConfig(pattern="2:4", target_sparsity=0.5, reg_type="group_lasso",
-                              parameters={"reg_coeff": 0.1}).groups[0]
+    with pytest.raises(ConfigError, match=r"reg_type='group_lasso' needs a block pattern.*'2:4'"):
+        WeightPruningConfig(pattern="2:4", target_sparsity=0.5, reg_type="group_lasso",
+                            parameters={"reg_coeff": 0.1})
+    # the regularizer and the pruner check too, for configs that bypass WeightPruningConfig
+    cfg = dict(DEFAULTS, pattern="2:4", target_sparsity=0.5, reg_type="group_lasso", parameters={"reg_coeff": 0.1})
     with pytest.raises(ConfigError, match=r"reg_type='group_lasso' needs a block pattern.*'2:4'"):
         GroupLasso(cfg, get_pattern(cfg))
     with pytest.raises(ConfigError, match="group_lasso"):
