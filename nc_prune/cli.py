@@ -14,6 +14,7 @@ import re
 import sys
 import traceback
 import warnings
+import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .core.config import WeightPruningConfig
@@ -60,6 +61,8 @@ def _torch_report(path: str, unsafe: bool) -> Tuple[SparsityReport, List[str]]:
     import torch
     from .torch import sparsity_report
     from .torch.layers import MASK_SUFFIX, SCORE_SUFFIX, STEP_BUFFER
+    if not zipfile.is_zipfile(path):
+        raise CliError(f"{path} is not a readable torch checkpoint (torch.save writes zip archives)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError:
@@ -103,7 +106,7 @@ def _keras_report(path: str) -> Tuple[SparsityReport, List[str]]:
         model = keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, OSError) as exc:
         raise CliError(f"{path} is not a loadable .keras model: {' '.join(str(exc).split())}") from None
-    return keras_backend.report(model), [f"Keras model {model.name!r}: its Dense and convolution kernels"]
+    return keras_backend.sparsity_report(model), [f"Keras model {model.name!r}: its Dense and convolution kernels"]
 
 
 def _keras_backend(what: str):

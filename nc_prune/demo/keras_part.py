@@ -23,7 +23,7 @@ def _keras():
         backend = importlib.import_module("nc_prune.keras")
     except ImportError as exc:
         raise FrameworkUnavailable(f"the nc_prune Keras backend cannot be imported ({exc})") from None
-    missing = [n for n in ("prepare_pruning", "strip", "report", "find_prunable_weights") if not hasattr(backend, n)]
+    missing = [n for n in ("prepare_pruning", "strip", "sparsity_report", "find_prunable_weights") if not hasattr(backend, n)]
     if missing:
         raise FrameworkUnavailable(f"nc_prune.keras lacks {', '.join(missing)}")
     return keras, backend
@@ -79,7 +79,7 @@ class KerasDemo:
         return float(np.mean(logits.argmax(axis=1) == self.data.y_test))
 
     def report(self, model: Any) -> SparsityReport:
-        return self.backend.report(model)
+        return self.backend.sparsity_report(model)
 
     def weights(self, model: Any) -> Dict[str, np.ndarray]:
         """Every prunable kernel in the canonical layout ``(out, in, *kernel)``, as numpy."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -43,6 +44,17 @@ def build_model(seed: int = 0) -> DigitsCNN:
     return DigitsCNN()
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore: for a model this small, threads cost more than they give."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class TorchDemo:
     """The PyTorch half of the demo. Every method is deterministic for a given seed."""
 
@@ -64,7 +76,10 @@ class TorchDemo:
     def fit(self, model: nn.Module, epochs: int, lr: float, config: Optional[WeightPruningConfig] = None,
             on_step: Optional[StepHook] = None) -> nn.Module:
         """Train a copy of ``model`` with Adam, pruned as ``config`` says when given; returns the copy."""
-        model = copy.deepcopy(model)
+        with one_thread():
+            return self._fit(copy.deepcopy(model), epochs, lr, config, on_step)
+
+    def _fit(self, model, epochs, lr, config, on_step):
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         if config is not None:
             prepare_pruning(model, config, opt)  # pruning now follows opt.step()
