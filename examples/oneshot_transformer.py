@@ -23,6 +23,7 @@ from torch import nn
 
 from nc_prune import WeightPruningConfig
 from nc_prune.demo.data import batch_indices, load_digits_split
+from nc_prune.demo.torch_part import accuracy
 from nc_prune.progress import progress
 from nc_prune.torch import prepare_pruning, strip
 
@@ -76,12 +77,6 @@ def train(model, optimizer, data, epochs, show_progress):
         optimizer.step()
 
 
-@torch.no_grad()
-def accuracy(model, data):
-    model.eval()
-    return float((model(torch.from_numpy(data.x_test)).argmax(1) == torch.from_numpy(data.y_test)).float().mean())
-
-
 def main(argv=None):
     torch.set_num_threads(1)  # a model this small runs fastest on one thread
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -109,9 +104,11 @@ def main(argv=None):
         one_shot = accuracy(pruned, data)
         report = pruning.report()
 
-        # recover: fine-tune one epoch; preparing again with the optimizer adopts the masks and keeps them
+        # recover: fine-tune one epoch. The masks stay on the model when the one-shot pruning is detached;
+        # preparing it again with the optimizer adopts them (the schedule is over) and keeps them applied
+        pruning.remove()
         optimizer = torch.optim.AdamW(pruned.parameters(), lr=5e-4)
-        prepare_pruning(pruned, config, optimizer)
+        pruning = prepare_pruning(pruned, config, optimizer)
         train(pruned, optimizer, data, 1, show)
         tuned = accuracy(pruned, data)
         assert pruning.report().total_zeros == report.total_zeros  # no pruned weight came back

@@ -6,7 +6,7 @@
 Shows the whole life of a pruned model: ``prepare_pruning`` with the optimizer, a checkpoint half-way
 through pruning, a resume into brand-new model and optimizer objects (as a new process would), the
 sparsity report, ``strip`` and a plain saved model. The data (1,797 8x8 images) ships with
-scikit-learn; the accuracies are on 360 held-out images and stated in docs/torch.md.
+scikit-learn; the accuracies are on 359 held-out images and stated in docs/torch.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 from nc_prune import WeightPruningConfig
 from nc_prune.demo.data import batch_indices, load_digits_split, steps_per_epoch
-from nc_prune.demo.torch_part import DigitsCNN
+from nc_prune.demo.torch_part import DigitsCNN, accuracy
 from nc_prune.torch import prepare_pruning, sparsity_report, strip
 
 BATCH = 32
@@ -37,12 +37,6 @@ def train(model, optimizer, data, epochs, first_epoch=0):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[b]), y[b]).backward()
             optimizer.step()
-
-
-@torch.no_grad()
-def accuracy(model, data):
-    model.eval()
-    return float((model(torch.from_numpy(data.x_test)).argmax(1) == torch.from_numpy(data.y_test)).float().mean())
 
 
 def prune(dense, data, pattern, target, epochs, workdir):

@@ -15,8 +15,35 @@ import griffe
 ROLE = re.compile(r":(?:class|func|meth|attr|data|mod|exc|obj):`(?P<tilde>~?)(?P<target>[\w.]+)(?:\(\))?`")
 
 
+def fence_doctests(text: str) -> str:
+    """Put ``>>>`` examples (and their output, up to a blank line) in fenced ``pycon`` blocks.
+
+    Without a fence Markdown reads ``>>>`` as a quote and ``[...]`` in the output as links. Examples
+    indented by 4 or more are already code blocks, and fenced blocks are left as they are.
+    """
+    out: list = []
+    example_indent = None  # indentation of the open example, or None
+    in_fence = False
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if example_indent is None and stripped.startswith("```"):
+            in_fence = not in_fence
+        elif example_indent is None and not in_fence and indent < 4 and stripped.startswith(">>>"):
+            example_indent = indent
+            out.append(" " * indent + "```pycon")
+        elif example_indent is not None and not stripped:
+            out.append(" " * example_indent + "```")
+            example_indent = None
+        out.append(line)
+    if example_indent is not None:
+        out.append(" " * example_indent + "```")
+    return "\n".join(out)
+
+
 def rewrite(text: str) -> str:
-    """``:class:`~a.b.C``` → ``<autoref identifier="a.b.C" optional><code>C</code></autoref>``."""
+    """Fence doctests, and ``:class:`~a.b.C``` → ``<autoref identifier="a.b.C" optional><code>C</code></autoref>``."""
+    text = fence_doctests(text)
 
     def repl(m: "re.Match[str]") -> str:
         target = m["target"]

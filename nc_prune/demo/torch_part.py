@@ -44,6 +44,13 @@ def build_model(seed: int = 0) -> DigitsCNN:
     return DigitsCNN()
 
 
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Digits) -> float:
+    """Share of ``data``'s test images that ``model`` classifies right (the model is left in eval mode)."""
+    model.eval()
+    return float((model(torch.from_numpy(data.x_test)).argmax(1) == torch.from_numpy(data.y_test)).float().mean())
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Run torch on one thread, then restore: for a model this small, threads cost more than they give."""
@@ -67,8 +74,6 @@ class TorchDemo:
         self.seed = seed
         self._x_train = torch.from_numpy(data.x_train)
         self._y_train = torch.from_numpy(data.y_train)
-        self._x_test = torch.from_numpy(data.x_test)
-        self._y_test = torch.from_numpy(data.y_test)
 
     def build(self) -> nn.Module:
         return build_model(self.seed)
@@ -96,10 +101,8 @@ class TorchDemo:
         model.eval()
         return model
 
-    @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
-        model.eval()
-        return float((model(self._x_test).argmax(1) == self._y_test).float().mean())
+        return accuracy(model, self.data)
 
     def report(self, model: nn.Module) -> SparsityReport:
         return sparsity_report(model)
