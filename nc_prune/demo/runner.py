@@ -102,10 +102,12 @@ def _train(backend, model, epochs: int, lr: float, desc: str, show_progress: Opt
     step = [0]
     with ProgressBar(total, desc, enabled=show_progress) as bar:
         def on_step(m):
+            postfix = None
             if trace is not None:
                 trace.append((step[0], _pruned_ratio(SparsityReport.from_arrays(backend.weights(m)))))
+                postfix = f"sparsity {trace[-1][1]:.1%}"
             step[0] += 1
-            bar.update()
+            bar.update(postfix=postfix)
         return backend.fit(model, epochs, lr, config=config, on_step=on_step)
 
 
