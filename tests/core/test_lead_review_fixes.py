@@ -43,3 +43,13 @@ def test_a_pruner_without_criterion_says_what_to_implement():
             session.on_before_optimizer_step()
     finally:
         PRUNERS.unregister("no_scores")
+
+
+def test_min_bounds_above_the_target_warn_like_max_bounds_do():
+    import nc_prune
+
+    scores = {"a": np.arange(64.0).reshape(8, 8), "b": np.arange(64.0).reshape(8, 8) + 100}
+    with pytest.warns(UserWarning, match=r"asks for 12 pruned units but min_sparsity_ratio_per_op=0.5 needs "
+                                         r"at least 64; pruning 64"):
+        masks = nc_prune.compute_masks(scores, "1x1", 0.1, min_sparsity_ratio_per_op=0.5)
+    assert {n: int((~m).sum()) for n, m in masks.items()} == {"a": 32, "b": 32}

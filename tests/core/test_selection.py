@@ -102,8 +102,9 @@ def test_compute_masks_1x1_global_with_bounds_equals_reference(pattern_dtype):
             warnings.simplefilter("always")
             masks = compute_masks(scores, "1x1", target, "global", max_sparsity_ratio_per_op=hi_r,
                                   min_sparsity_ratio_per_op=lo_r)
-        # a warning exactly when the bounds cannot reach the target
-        assert [str(w.message).startswith("target sparsity") for w in caught] == ([True] if k > sum(hi) else [])
+        # a warning exactly when the bounds cannot meet the target (max too low, or min too high)
+        off_target = k > sum(hi) or k < sum(lo)
+        assert [str(w.message).startswith("target sparsity") for w in caught] == ([True] if off_target else [])
         want = reference_global(list(scores.values()), k, lo, hi)
         for (name, m), w, n, l, h in zip(masks.items(), want, sizes, lo, hi):
             assert m.dtype == bool and m.shape == scores[name].shape

@@ -198,7 +198,7 @@ class Pattern:
             if m.shape != shape:
                 raise ConfigError(f"pre_masks[{n!r}] has shape {m.shape} but its scores have shape {shape}")
         layers = self._fitting(scores)
-        sources, sizes, lo, hi, largest, forced_by_name = [], [], [], [], 0, {}
+        sources, sizes, lo, hi, largest, forced_by_name, min_units = [], [], [], [], 0, {}, 0
         for name, lu in layers.items():
             keep = pre.get(name)
             forced = 0 if keep is None else int(np.count_nonzero(lu.already_pruned(keep)))
@@ -209,6 +209,7 @@ class Pattern:
             if not is_global:
                 want = count_for_ratio(n, min(1.0, float(target) * lu.ratio_scale))
                 lo_l = hi_l = min(max(want, lo_l), hi_l)
+            min_units += lo_l
             sources.append(self._source(scores, name, lu, keep, forced > 0))
             sizes.append(n)
             lo.append(max(lo_l, forced))
@@ -222,6 +223,10 @@ class Pattern:
                 warn_user(
                     f"target sparsity {target} needs {k} pruned units but max_sparsity_ratio_per_op={max_ratio} "
                     f"allows {sum(hi)}; pruning {sum(hi)}")
+            elif k < min_units:
+                warn_user(
+                    f"target sparsity {target} asks for {k} pruned units but min_sparsity_ratio_per_op={min_ratio} "
+                    f"needs at least {min_units}; pruning {max(min_units, sum(lo))}")
             cuts, _ = global_cuts(sources, sizes, k, lo, hi, cache)
         else:
             cuts = [layer_cut(src, c, n, cache) for src, c, n in zip(sources, lo, sizes)]
