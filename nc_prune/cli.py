@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -111,10 +112,8 @@ def _keras_report(path: str) -> Tuple[SparsityReport, List[str]]:
 
 def _keras_backend(what: str):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
-    try:
-        import keras  # noqa: F401
-    except ImportError:
-        raise CliError(f"Keras is not installed; pip install tensorflow-cpu keras to {what}") from None
+    if importlib.util.find_spec("keras") is None:
+        raise CliError(f"Keras is not installed; pip install tensorflow-cpu keras to {what}")
     try:
         return importlib.import_module("nc_prune.keras")
     except ImportError as exc:
@@ -275,7 +274,8 @@ def _group_lines(config: WeightPruningConfig) -> List[str]:
     return lines
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def format_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns under a header and a rule (the plain tables the commands print)."""
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
@@ -292,7 +292,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     rows, notes = plan
     print(f"\nplan for --model {args.model}:")
-    print(_table(("layer", "type", "shape", "group", "pattern", "target", "units", "note"), rows))
+    print(format_table(("layer", "type", "shape", "group", "pattern", "target", "units", "note"), rows))
     for note in notes:
         print(f"note: {note}")
     return 0

@@ -23,14 +23,15 @@ def _keras():
         backend = importlib.import_module("nc_prune.keras")
     except ImportError as exc:
         raise FrameworkUnavailable(f"the nc_prune Keras backend cannot be imported ({exc})") from None
-    missing = [n for n in ("prepare_pruning", "strip", "sparsity_report", "find_prunable_weights") if not hasattr(backend, n)]
+    needed = ("prepare_pruning", "strip", "sparsity_report", "find_prunable_weights")
+    missing = [n for n in needed if not hasattr(backend, n)]
     if missing:
         raise FrameworkUnavailable(f"nc_prune.keras lacks {', '.join(missing)}")
     return keras, backend
 
 
 def build_model(seed: int = 0) -> Any:
-    """The digits CNN in Keras: ``conv1``, ``conv2``, ``fc1``, ``fc2`` as in :class:`~nc_prune.demo.torch_part.DigitsCNN`."""
+    """The digits CNN in Keras, with the layer names of :class:`~nc_prune.demo.torch_part.DigitsCNN`."""
     keras, _ = _keras()
     keras.utils.set_random_seed(seed)
     L = keras.layers

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 
 from ..core.config import WeightPruningConfig, parse_pattern
+from ..cli import format_table
 from ..core.report import SparsityReport
 from ..progress import ProgressBar
 from .data import Digits, load_digits_split, steps_per_epoch
@@ -71,9 +72,7 @@ class DemoResult:
         rows = [(r.framework, f"{r.recipe.label} ({r.recipe.pruning_type})", f"{r.recipe.target:.0%}",
                  f"{r.pruned_sparsity:.1%}", f"{r.report.total_ratio:.1%}",
                  f"{r.dense_accuracy:.1%} → {r.accuracy:.1%}") for r in self.runs]
-        widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
-        fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
-        return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+        return format_table(head, rows)
 
 
 def _pruned_ratio(report: SparsityReport) -> float:
@@ -155,7 +154,8 @@ def write_plots(result: DemoResult, out_dir: str) -> List[str]:
     configs = {r.recipe.pattern: r.config for r in runs if r.framework == runs[0].framework}
     measured = {f"{r.framework} {r.recipe.pattern}": r.trace[::max(1, len(r.trace) // 40)] for r in runs}
     paths = [os.path.join(out_dir, n) for n in ("schedule.png", "layer_sparsity.png", "masks.png")]
-    plot_schedule(configs, paths[0], measured=measured, title="Sparsity of the pruned layers (conv2, fc1) over fine-tuning")
+    plot_schedule(configs, paths[0], measured=measured,
+                  title="Sparsity of the pruned layers (conv2, fc1) over fine-tuning")
     plot_layer_sparsity({f"{r.framework} {r.recipe.pattern}": r.report for r in runs}, paths[1],
                         title="Sparsity per layer after pruning (conv1 and the head fc2 stay dense)")
     panels = {f"{r.framework} {r.recipe.pattern} · {MASK_LAYER}": r for r in runs}

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nc_prune import SparsityReport
@@ -250,7 +249,7 @@ def test_report_pickled_model_needs_unsafe_load(tmp_path, capsys, torch_model):
 
 
 def test_report_keras_model(tmp_path, capsys):
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
     pytest.importorskip("nc_prune.keras")
     from tests.cli.models import keras_cnn
     model = keras_cnn()

@@ -11,8 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "NC_PRUNE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
-       "MPLBACKEND": "Agg"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "NC_PRUNE_PROGRESS": "0",
+       "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 # lines each of our examples must print (the numbers are exact: they follow from the configs)
 EXPECTED = {

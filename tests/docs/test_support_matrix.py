@@ -88,7 +88,8 @@ def _keras_run(config, prezero):
         for name, w in weights.items():
             keep = w.layout.from_canonical(prezero[name], w.native_shape)
             w.variable.assign(keras.ops.convert_to_numpy(w.variable) * keep)
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     cb = prepare_pruning(model, config)
     rng = np.random.default_rng(0)
     model.fit(rng.normal(size=(80, 4, 4, 4)).astype("float32"), rng.integers(0, 2, 80), batch_size=8, epochs=1,
