@@ -62,3 +62,26 @@ def test_broken_reference_fails_the_build(tmp_path, broken, named):
     result = _build(tmp_path / "site", _our_config_with(tmp_path, broken))
     assert result.returncode != 0, result.stdout + result.stderr
     assert named in result.stdout + result.stderr
+
+
+def _slug(heading: str) -> str:
+    """The anchor MkDocs (and GitHub) gives a heading: lower case, punctuation dropped, spaces → '-'."""
+    import re
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", text)).strip("-")
+
+
+def test_readme_links_point_at_files_and_headings():
+    """README.md is not part of the site, so its links are checked here: every relative link resolves."""
+    import re
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [l for l in links if not re.match(r"[a-z]+://", l)]
+    assert len(local) >= 10
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = ROOT / path
+        assert target.exists(), link
+        if anchor:
+            headings = [l.lstrip("#") for l in target.read_text(encoding="utf-8").splitlines() if l.startswith("#")]
+            assert anchor in {_slug(h) for h in headings}, link
