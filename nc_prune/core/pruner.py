@@ -36,9 +36,20 @@ class BasePruner:
         modules: ``{layer name: framework handle}``; the backend decides what a handle is.
 
     Attributes:
-        modules, config, masks, scores, pattern, scheduler, current_sparsity_ratio, global_step,
-        start_step, end_step, pruning_frequency, target_sparsity_ratio, max_sparsity_ratio_per_op:
-        as in INC. ``masks`` and ``scores`` hold framework arrays keyed by layer name.
+        modules: ``{layer name: framework handle}`` of the layers this pruner owns.
+        config: the resolved group config.
+        masks: ``{layer name: keep-mask}`` in the framework's storage (True = keep).
+        scores: ``{layer name: score}`` of a gradient criterion (framework tensors).
+        pattern: the :class:`~nc_prune.core.patterns.base.Pattern` that splits weights into units.
+        scheduler: the :class:`~nc_prune.core.schedulers.Scheduler` giving the target at each step.
+        current_sparsity_ratio: fraction of masked weights after the latest mask update.
+        global_step: optimizer steps seen so far.
+        start_step: first pruning step.
+        end_step: last step of the pruning window.
+        pruning_frequency: steps between two mask updates.
+        target_sparsity_ratio: the sparsity reached at the last pruning step.
+        max_sparsity_ratio_per_op: upper bound of each layer's sparsity.
+        min_sparsity_ratio_per_op: lower bound of each layer's sparsity.
     """
 
     def __init__(self, config: Mapping[str, Any], modules: Mapping[str, Any]) -> None:

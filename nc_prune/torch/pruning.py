@@ -24,6 +24,7 @@ from torch import nn
 from ..core.errors import ConfigError, PruningStateError
 from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
+from ..progress import progress
 from .layers import STEP_BUFFER, TorchTarget, find_targets
 from .pruner import PytorchBasePruner
 
@@ -208,7 +209,8 @@ class TorchPruning:
         params = [t.weight for p in self.pruners for t in p.modules.values()]
         saved = [w.grad for w in params]
         try:
-            for i, batch in enumerate(dataloader):
+            total = max_batches if max_batches is not None else _length(dataloader)
+            for i, batch in enumerate(progress(dataloader, total=total, desc="one-shot scores")):
                 if max_batches is not None and i >= max_batches:
                     break
                 for w in params:
@@ -243,6 +245,13 @@ class TorchPruning:
     def strip(self) -> nn.Module:
         """See :func:`strip`."""
         return strip(self.model)
+
+
+def _length(iterable: Any) -> Optional[int]:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
 
 
 def _batch_loss(model: nn.Module, batch: Any, loss_func: Optional[Callable]) -> torch.Tensor:
