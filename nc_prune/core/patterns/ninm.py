@@ -65,8 +65,11 @@ class GroupUnits(LayerUnits):
 
         Returns the N scores (N arrays, one entry per group, or a ``(groups, N)`` array) and, when ``where``,
         a ``(groups, M)`` boolean of their positions. Floats without NaN take a bubble network over the M
-        columns (N passes, branch-free swaps); anything else a stable argsort. Both give the same order.
+        columns (N passes): min/max when no weight of the piece is pruned yet, else branch-free swaps that
+        carry the scores and positions along. Anything else takes a stable argsort. All give the same order.
         """
+        if keep is not None and keep.all() and not np.isneginf(g).any():
+            keep = None  # nothing pruned in this piece and no -inf to rank: the mask changes no order
         key = g
         if keep is not None:  # pruned weights go first, ahead of a score of -inf passed in (ranked as the lowest finite)
             key = np.where(keep, np.maximum(g, np.finfo(g.dtype).min) if np.issubdtype(g.dtype, np.floating) else g,
@@ -79,19 +82,20 @@ class GroupUnits(LayerUnits):
                 np.put_along_axis(sel, lowest, True, axis=-1)
             return np.take_along_axis(g, lowest, axis=-1), sel
         k = key.T.copy()  # a copy even when the transpose is already contiguous (one group)
-        v = k if keep is None else g.T.copy()
-        pos = np.repeat(np.arange(self.m, dtype=np.uint8)[:, None], g.shape[0], axis=1) if where else None
-        for r in range(self.n):
-            for b in range(self.m - 1, r, -1):
-                if v is k and pos is None:  # only the values matter: min/max is the swap
+        if keep is None:  # the scores are the keys: min/max is the swap, positions follow from the N-th value
+            for r in range(self.n):
+                for b in range(self.m - 1, r, -1):
                     lo = np.minimum(k[b - 1], k[b])
                     np.maximum(k[b - 1], k[b], out=k[b])
                     k[b - 1] = lo
-                    continue
+            return [k[r] for r in range(self.n)], self._positions(key, k[self.n - 1]) if where else None
+        v = g.T.copy()
+        pos = np.repeat(np.arange(self.m, dtype=np.uint8)[:, None], g.shape[0], axis=1) if where else None
+        for r in range(self.n):
+            for b in range(self.m - 1, r, -1):
                 swap = k[b] < k[b - 1]  # strict: equal keys keep their order (stable)
-                for x in (k, v, pos) if v is not k else (k, pos):
-                    if x is not None:
-                        _swap_rows(x, b - 1, b, swap)
+                for x in (k, v) if pos is None else (k, v, pos):
+                    _swap_rows(x, b - 1, b, swap)
         sel = None
         if where:
             sel = np.zeros(g.shape, dtype=bool)
@@ -99,6 +103,19 @@ class GroupUnits(LayerUnits):
                 for i in range(self.m):
                     sel[:, i] |= pos[r] == i
         return [v[r] for r in range(self.n)], sel
+
+    def _positions(self, key: np.ndarray, nth: np.ndarray) -> np.ndarray:
+        """Where each group's N lowest keys are, given the N-th lowest: all below it, then ties left to right."""
+        cols = key.T
+        less = [c < nth for c in cols]
+        need = self.n - _fold(np.add, less[1:], less[0].astype(np.uint8))
+        seen = np.zeros_like(need)
+        sel = np.empty(cols.shape, dtype=bool)
+        for i, c in enumerate(cols):
+            tie = c == nth
+            np.logical_or(less[i], tie & (seen < need), out=sel[i])
+            seen += tie
+        return sel.T
 
     def _reduce(self, vals, reduce_type: str) -> np.ndarray:
         """``REDUCERS[reduce_type]`` over each group's N values, bit for bit (numpy sums up to 7 in order)."""
