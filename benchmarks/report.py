@@ -327,7 +327,8 @@ def keras_section(res: Dict, out: List[str], targets: List[List[str]]) -> None:
     for comparison, v in by.items():
         parts = [f"{name} x{v[key]:.2f}" for key, name in (("nc_prune default", "nc_prune"), ("tfmot", "tfmot"))
                  if key in v]
-        shown.append(f"{comparison}: " + ", ".join(parts))
+        if parts:
+            shown.append(f"{comparison}: " + ", ".join(parts))
     targets.append(["Keras: step time after the schedule vs the plain fit, nc_prune callback and tfmot (reported)",
                     "; ".join(shown), "—"])
 
