@@ -59,6 +59,7 @@ class PruningCallback(keras.callbacks.Callback):
         self._grad_pruners = [p for p in session.pruners if p.needs_grad]
         self._weight_pruners = [p for p in session.pruners if not p.needs_grad]
         self._collecting: List[Optional[bool]] = [None] * len(self._grad_pruners)
+        self._step: Optional[int] = None  # mirror of the wrapper's step variable (see _current_step)
         self._removed = False
         optimizer._score_hook = self._fold_gradients
         optimizer._held.owner = self
@@ -97,7 +98,7 @@ class PruningCallback(keras.callbacks.Callback):
                 f"model.compile(steps_per_execution={spe}) runs {spe} training steps per call, so the pruning "
                 f"callback cannot act between them; compile with steps_per_execution=1 while pruning"
             )
-        step = self.optimizer.prune_step
+        step = self._step = self.optimizer.prune_step
         self.session.global_step = step
         self.session.on_train_begin()
         self._sync_collect(step)
@@ -105,11 +106,20 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
+        self._step = self.optimizer.prune_step
         self.session.on_epoch_begin(epoch)
+
+    def _current_step(self) -> int:
+        """The wrapper's step counter. Within ``model.fit`` (one optimizer step per batch, checked at every
+        epoch start) a Python mirror is used: reading the variable every batch would stall the pipeline.
+        A custom loop reads the variable each time, whatever it does between the hooks."""
+        if self._external or self._step is None:
+            self._step = self.optimizer.prune_step
+        return self._step
 
     def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
-        step = self.optimizer.prune_step
+        step = self._current_step()
         self.session.global_step = step
         self.session.on_step_begin(batch)
         self._sync_collect(step)
@@ -118,11 +128,12 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
-        step = self.optimizer.prune_step - 1  # the step that just ran
+        step = self.optimizer.prune_step - 1 if self._external else self._current_step()  # the step that just ran
         self.session.global_step = step
         for p in self._grad_pruners:
             p.on_before_optimizer_step()
         self.session.on_step_end()
+        self._step = step + 1
         self._sync_tracing(step + 1)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:

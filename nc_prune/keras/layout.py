@@ -153,15 +153,14 @@ class ConvTransposeLayout(Layout):
         return (n, n + 1) + tuple(range(n))
 
 
-class DepthwiseLayout(Layout):
-    """``(*k, in, mult)`` → ``(in·mult, 1, *k)``; filter ``i·mult + m`` is channel ``i``'s ``m``-th filter."""
+class DepthwiseLayout(ConvTransposeLayout):
+    """``(*k, in, mult)`` → ``(in·mult, 1, *k)``; filter ``i·mult + m`` is channel ``i``'s ``m``-th filter.
+
+    The same axis move as a transposed conv (the last two axes to the front), then ``in`` and ``mult``
+    merge into the output axis.
+    """
 
     name = "depthwise"
-    min_ndim = 3
-
-    def perm(self, shape):
-        n = len(shape) - 2
-        return (n, n + 1) + tuple(range(n))
 
     def reshaped(self, permuted):
         return (permuted[0] * permuted[1], 1) + permuted[2:]
