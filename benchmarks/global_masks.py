@@ -132,9 +132,8 @@ def compare(args) -> List[Dict]:
             ours = _child([sys.executable, __file__, "ours", *common, "--repeat", str(args.repeat)])
             theirs = None
             if args.inc_python:
-                inc_repeat = args.repeat if size * size * args.layers <= 4_000_000 else 1
                 theirs = _child([args.inc_python, os.path.join(HERE, "inc_masks.py"), *common,
-                                 "--repeat", str(inc_repeat)])
+                                 "--repeat", str(args.repeat)])
                 reference = theirs["pruned_units"]
             else:
                 reference = expected_counts(work, pattern, target, max_ratio)

@@ -7,7 +7,8 @@ through INC's ``process_config``, the pattern comes from INC's ``get_pattern`` o
 shapes (built on the ``meta`` device, so they cost no memory), NxM element scores are reduced with the
 pattern's ``reduce_score`` as INC's criteria do every step (N:M patterns reduce inside ``get_masks``),
 and ``get_masks(scores, target, pre_masks)`` runs with all-ones boolean pre-masks, as on a first pruning
-step. The timed part is the reduction plus ``get_masks``; a fresh pattern object is made for every run.
+step. The timed part is the reduction plus ``get_masks``; a fresh pattern object is made for every run,
+and runs stop early once one takes longer than ``--max-seconds``.
 Prints one ``RESULT`` line: best time, peak extra memory of the first run, per-layer pruned units and
 mask fingerprints.
 """
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, required=True)
     parser.add_argument("--max", type=float, default=0.98)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="no further runs after one this slow")
     args = parser.parse_args()
 
     warnings.filterwarnings("ignore")
@@ -77,6 +79,8 @@ def main() -> None:
             out_bytes = sum(m.numel() * m.element_size() for m in masks.values())
             extra = peak() - base - out_bytes
         del pattern
+        if times[-1] > args.max_seconds:  # slow enough that one more run would not change the ratio much
+            break
     rows, cols = next(iter(scores.values())).shape
     _, unit = units_of(args.pattern, rows, cols)
     pruned = {n: int((~masks[n].bool()).sum()) // unit for n in scores}
