@@ -85,8 +85,10 @@ def _specs(session: PruningSession) -> List[Dict[str, Any]]:
 
 
 def _same_targets(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> bool:
-    keys = ("name", "shape", "score", "reg")
-    return [tuple(map(str, (t[k] for k in keys))) for t in a] == [tuple(map(str, (t.get(k) for k in keys))) for t in b]
+    """Same weights, shapes, and the same score / regularizer slots (so the saved variables fit)."""
+    def key(t):
+        return t["name"], tuple(int(s) for s in t["shape"]), bool(t.get("score")), bool(t.get("reg"))
+    return [key(t) for t in a] == [key(t) for t in b]
 
 
 def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,

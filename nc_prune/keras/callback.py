@@ -91,6 +91,12 @@ class PruningCallback(keras.callbacks.Callback):
     # ---- Keras callback API ------------------------------------------------------------------
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self._check_live()
+        if keras.backend.backend() == "jax" and not self._external:
+            raise PruningStateError(
+                "pruning inside model.fit is not supported on the JAX backend yet: Keras's JAX trainer keeps the "
+                "training state outside the variables between steps, so masks the callback sets would not reach "
+                "the compiled step. Use the TensorFlow or torch backend (KERAS_BACKEND=tensorflow)"
+            )
         self._ensure_installed()
         spe = getattr(self.model, "steps_per_execution", 1) or 1
         if not self._external and int(spe) != 1:
