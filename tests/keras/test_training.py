@@ -278,3 +278,35 @@ def test_xla_compiled_training_step_applies_masks_too():
     assert model.jit_compile
     assert cb.report().total_zeros == 4 * count_for_ratio(384, 0.5)
     _assert_masks_hold(cb)
+
+
+def _kind_model(kind):
+    if kind == "Conv1D":
+        body, shape = [L.Conv1D(8, 3, name="k")], (10, 4)
+    elif kind == "Conv3D":
+        body, shape = [L.Conv3D(8, 2, name="k")], (3, 3, 3, 4)
+    elif kind == "Conv2DTranspose":
+        body, shape = [L.Conv2DTranspose(8, 3, name="k")], (4, 4, 4)
+    elif kind == "SeparableConv2D":
+        body, shape = [L.SeparableConv2D(8, 3, depth_multiplier=2, name="k")], (5, 5, 4)
+    else:  # EinsumDense with a multi-axis output
+        body, shape = [L.EinsumDense("ab,bcd->acd", output_shape=(2, 4), name="k")], (8,)
+    return keras.Sequential([keras.Input(shape)] + body + [L.Flatten(), L.Dense(2, name="head")]), shape
+
+
+@pytest.mark.parametrize("kind", ["Conv1D", "Conv3D", "Conv2DTranspose", "SeparableConv2D", "EinsumDense"])
+def test_every_layer_kind_prunes_with_the_core_masks_and_4x1_structure(kind):
+    model, shape = _kind_model(kind)
+    compiled(model)
+    cb = prepare_pruning(model, config(pattern="4x1", target_sparsity=0.5, pruning_scope="local",
+                                       start_step=0, end_step=0))
+    before = _initial_canonical(model, cb)
+    fit(model, cb, *data(shape, n_out=2, n=8), batch_size=4)
+    want = compute_masks({n: np.abs(w) for n, w in before.items()}, "4x1", 0.5, "local")
+    expected = ["k/depthwise_kernel", "k/pointwise_kernel"] if kind == "SeparableConv2D" else ["k"]
+    assert sorted(cb.weights) == expected
+    for n in cb.weights:
+        np.testing.assert_array_equal(canonical_mask(cb, n), want[n])
+        units = as_2d(before[n]).size // 4
+        assert zero_blocks(as_2d(canonical(cb, n)), 4, 1) == count_for_ratio(units, 0.5)
+    _assert_masks_hold(cb)
