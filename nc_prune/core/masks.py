@@ -24,7 +24,9 @@ def compute_masks(
     Args:
         scores: ``{name: array}`` in the canonical layout ``(out, in, *kernel)`` — how torch stores
             Linear and Conv weights. numpy arrays or torch tensors; masks come back as the same type,
-            shape and device.
+            shape and device. The engine reads ``scores[name]`` once per pass over the layers and keeps
+            only pieces of one layer at a time, so the mapping may compute each layer's scores when it
+            is read (how ``benchmarks/mask_3b.py`` masks 3e9 bf16 weights without a float copy).
         pattern: ``"4x1"``, ``"1x1"``, ``"1xchannel"``, ``"channelx1"``, ``"2:4"``, a registered pattern
             name, or a :class:`Pattern` instance.
         target_sparsity: fraction of units to prune (of weights, for uniform units).
