@@ -21,10 +21,12 @@ import json
 import math
 import numbers
 import re
+import unicodedata
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from . import parameters
 from .errors import ConfigError, ConfigTypeError
 from .registry import CRITERIA, PATTERNS, PRUNERS, REGULARIZERS, SPARSITY_DECAYS
 
@@ -58,51 +60,65 @@ REDUCE_TYPES = ("mean", "sum", "max")
 PROGRESSIVE_TYPES = ("scores", "linear")
 BACKENDS = (None, "pytorch", "torch", "keras", "tensorflow", "itex")
 
-_NXM = re.compile(r"^(\d+|channel)x(\d+|channel)$")
-_NINM = re.compile(r"^(\d+):(\d+)$")
+# One spelling rule for every pattern string, wherever it is read (configs, compute_masks, the drop-in):
+# ASCII digits without leading zeros, a lowercase "x" or ":", nothing around it.
+_NXM = re.compile(r"([1-9][0-9]*|channel)x([1-9][0-9]*|channel)", re.ASCII)
+_NINM = re.compile(r"([1-9][0-9]*):([1-9][0-9]*)", re.ASCII)
+_LOOSE = re.compile(r"\s*(\d+|channel)\s*([xX×:])\s*(\d+|channel)\s*")
 
 
-# --------------------------------------------------------------------------------------------
-# pattern strings
-# --------------------------------------------------------------------------------------------
+def _canonical_spelling(text: str) -> Optional[str]:
+    """The exact spelling a loosely written pattern stands for (``' 04X1 '`` → ``'4x1'``), else None."""
+    m = _LOOSE.fullmatch(unicodedata.normalize("NFKC", text))
+    if not m:
+        return None
+    a, sep, b = m.groups()
+    a, b = (v if v == "channel" else str(int(v)) for v in (a, b))  # int() reads any Unicode digit
+    return f"{a}{':' if sep == ':' else 'x'}{b}"
+
+
 def parse_pattern(pattern: str) -> Tuple[str, Tuple[Any, Any]]:
     """Split a pattern string into its registry name and its two sizes.
 
     ``"4x1"`` → ``("NxM", (4, 1))``; ``"1xchannel"`` → ``("NxM", (1, "channel"))``;
     ``"2:4"`` → ``("N:M", (2, 4))``; a name registered with :func:`register_pattern` → ``(name, ())``.
+
+    Patterns are written exactly: ASCII digits without leading zeros, a lowercase ``x`` or ``:``, no
+    spaces. ``"04x1"``, ``" 4x1"`` or ``"４x1"`` are errors that name the spelling meant (``'4x1'``).
     """
     if not isinstance(pattern, str):
         raise ConfigTypeError(
             f"pattern must be a string such as '4x1', '1xchannel', 'channelx1' or '2:4', "
             f"got {type(pattern).__name__} {pattern!r}"
         )
-    text = pattern.strip()
-    m = _NXM.match(text)
+    m = _NXM.fullmatch(pattern)
     if m:
-        a, b = (int(v) if v.isdigit() else v for v in m.groups())
+        a, b = (int(v) if v != "channel" else v for v in m.groups())
         if a == "channel" and b == "channel":
             raise ConfigError("pattern 'channelxchannel' would prune whole layers; use '1xchannel' or 'channelx1'")
-        if a == "channel" and b != 1 or b == "channel" and a != 1:
-            raise ConfigError(
-                f"pattern {pattern!r}: a channel pattern is '1xchannel' (whole output channels) or "
-                f"'channelx1' (whole input channels)"
-            )
-        if (isinstance(a, int) and a < 1) or (isinstance(b, int) and b < 1):
-            raise ConfigError(f"pattern {pattern!r}: block sizes must be at least 1")
         return "NxM", (a, b)
-    m = _NINM.match(text)
+    m = _NINM.fullmatch(pattern)
     if m:
         n, mm = int(m.group(1)), int(m.group(2))
-        if not 1 <= n < mm:
+        if not n < mm:
             raise ConfigError(
                 f"pattern {pattern!r}: N:M needs 1 <= N < M (N weights pruned out of every M), got N={n}, M={mm}"
             )
         return "N:M", (n, mm)
-    if text in PATTERNS and text not in ("NxM", "N:M"):
-        return text, ()
+    if pattern in PATTERNS and pattern not in ("NxM", "N:M"):
+        return pattern, ()
+    meant = _canonical_spelling(pattern)
+    if meant is not None and re.fullmatch(r"0[x:].*|.*[x:]0", meant):
+        raise ConfigError(f"pattern {pattern!r}: block sizes and N, M must be at least 1")
+    if meant is not None and meant != pattern:
+        raise ConfigError(
+            f"pattern {pattern!r} is not written exactly; write {meant!r} (ASCII digits without leading zeros, "
+            f"a lowercase 'x' or ':', no spaces)"
+        )
     raise ConfigError(
         f"pattern {pattern!r} is not understood; use 'AxB' (A output rows x B input columns, e.g. '4x1', '1x1'), "
-        f"'1xchannel', 'channelx1', 'N:M' (e.g. '2:4'), or a registered pattern "
+        f"'Nxchannel' (N whole output channels), 'channelxM' (M whole input channels), 'N:M' (e.g. '2:4'), "
+        f"or a registered pattern "
         f"({', '.join(n for n in PATTERNS.names() if n not in ('NxM', 'N:M')) or 'none registered'})"
     )
 
@@ -164,11 +180,13 @@ def _number(key: str, value: Any, group: Optional[int], lo: float, hi: float, *,
     return float(value)
 
 
-def _integer(key: str, value: Any, group: Optional[int], lo: int) -> int:
+def _integer(key: str, value: Any, group: Optional[int], lo: int, hi: Optional[int] = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ConfigTypeError(f"{_where(group)}: {key} must be an integer, got {type(value).__name__} {value!r}")
     if value < lo:
         raise ConfigError(f"{_where(group)}: {key}={value} must be >= {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{_where(group)}: {key}={value} must be <= {hi}")
     return int(value)
 
 
@@ -205,12 +223,10 @@ def _bool(key: str, value: Any, group: Optional[int]) -> bool:
 
 
 def _parameters(value: Any, group: Optional[int]) -> Dict[str, Any]:
+    """The dict itself; its keys depend on the group's pruner, criterion and regularizer (see ``_resolve``)."""
     if not isinstance(value, Mapping):
         raise ConfigTypeError(f"{_where(group)}: parameters must be a dict such as {{'reg_coeff': 1e-4}}, got {value!r}")
-    out = dict(value)
-    if "reg_coeff" in out:
-        out["reg_coeff"] = _number("parameters['reg_coeff']", out["reg_coeff"], group, 0.0, math.inf)
-    return out
+    return dict(value)
 
 
 def _located(parse: Callable[[Any], Any]) -> Callable[[str, Any, Optional[int]], Any]:
@@ -246,11 +262,15 @@ _CHECKS: Dict[str, Callable[[str, Any, Optional[int]], Any]] = {
     "low_memory_usage": lambda k, v, g: _bool(k, v, g),
     "resume_from_pruned_checkpoint": lambda k, v, g: _bool(k, v, g),
     "backend": lambda k, v, g: _choice(k, v, g, BACKENDS),
-    "progressive_steps": lambda k, v, g: _integer(k, v, g, 1),
+    "progressive_steps": lambda k, v, g: _integer(k, v, g, 1, hi=254),
     "progressive_type": lambda k, v, g: _choice(k, v, g, PROGRESSIVE_TYPES),
 }
 if set(_CHECKS) != set(DEFAULTS):  # pragma: no cover - guards edits to this module
     raise RuntimeError("nc_prune.core.config: every default key needs a check")
+
+
+#: INC's flat spelling of ``parameters={"reg_coeff": ...}``; accepted and moved into ``parameters``.
+FLAT_PARAMETERS = ("reg_coeff",)
 
 
 def _check_keys(d: Mapping[str, Any], group: Optional[int]) -> Dict[str, Any]:
@@ -258,16 +278,67 @@ def _check_keys(d: Mapping[str, Any], group: Optional[int]) -> Dict[str, Any]:
         raise ConfigTypeError(f"{_where(group)} must be a dict of config keys, got {type(d).__name__} {d!r}")
     out: Dict[str, Any] = {}
     for key, value in d.items():
+        if key in FLAT_PARAMETERS:
+            continue
         if key not in _CHECKS:
             raise ConfigError(
-                f"{_where(group)}: unknown key {key!r}{_suggest(key, DEFAULTS)}; valid keys: {', '.join(DEFAULTS)}"
+                f"{_where(group)}: unknown key {key!r}{_suggest(key, list(DEFAULTS) + list(FLAT_PARAMETERS))}; "
+                f"valid keys: {', '.join(DEFAULTS)}"
             )
         out[key] = _CHECKS[key](key, copy.deepcopy(value), group)
+    for key in FLAT_PARAMETERS:
+        if key in d:
+            params = out.setdefault("parameters", {})
+            if key in params and params[key] != d[key]:
+                raise ConfigError(
+                    f"{_where(group)}: {key}={d[key]!r} and parameters[{key!r}]={params[key]!r} disagree; "
+                    f"give it once, as parameters={{{key!r}: ...}}"
+                )
+            params[key] = copy.deepcopy(d[key])
     return out
 
 
-def _check_group(resolved: Dict[str, Any], group: Optional[int]) -> None:
-    """Rules that tie several keys together."""
+def _merge(*layers: Mapping[str, Any]) -> Dict[str, Any]:
+    """Later layers win key by key; ``parameters`` dicts are merged key by key too."""
+    out: Dict[str, Any] = {}
+    params: Dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "parameters":
+                params.update(copy.deepcopy(value))
+            else:
+                out[key] = copy.deepcopy(value)
+    out["parameters"] = params
+    return out
+
+
+def _classes(resolved: Mapping[str, Any]) -> Tuple[Any, Any, Any]:
+    """The pruner, criterion and regularizer classes a resolved group names (criterion/regularizer may be None)."""
+    pruner, criterion = resolve_pruning_type(resolved["pruning_type"])
+    reg = resolved["reg_type"]
+    return (PRUNERS.get(pruner), CRITERIA.get(criterion) if criterion else None,
+            REGULARIZERS.get(reg) if reg else None)
+
+
+def _resolve(group: Mapping[str, Any], globals_: Mapping[str, Any], index: Optional[int]) -> Dict[str, Any]:
+    """A group with every key: its own value, else the explicit global, else the default; checked as a whole."""
+    resolved = _merge(DEFAULTS, globals_, group)
+    pruner, criterion, reg = _classes(resolved)
+    name, crit = resolve_pruning_type(resolved["pruning_type"])
+    owners = parameters.describe(pruner, criterion, reg,
+                                 {"pruner": name, "criterion": crit, "regularizer": resolved["reg_type"]})
+    resolved["parameters"] = parameters.resolve(resolved["parameters"], parameters.declared([pruner, criterion, reg]),
+                                                _where(index), owners)
+    _check_group(resolved, index, uses_target=getattr(pruner, "uses_target", True))
+    for cls in (pruner, criterion, reg):
+        reason = getattr(cls, "config_error", lambda r: None)(resolved)
+        if reason:
+            raise ConfigError(f"{_where(index)}: {reason}")
+    return resolved
+
+
+def _check_group(resolved: Dict[str, Any], group: Optional[int], uses_target: bool = True) -> None:
+    """Rules that tie several keys together (``uses_target=False``: the pruner ignores target_sparsity)."""
     where = _where(group)
     if resolved["end_step"] < resolved["start_step"]:
         raise ConfigError(
@@ -280,16 +351,11 @@ def _check_group(resolved: Dict[str, Any], group: Optional[int]) -> None:
     kind, sizes = parse_pattern(resolved["pattern"])
     if kind == "N:M":
         n, m = sizes
-        if resolved["target_sparsity"] > n / m + 1e-12:
+        if uses_target and resolved["target_sparsity"] > n / m + 1e-12:
             raise ConfigError(
                 f"{where}: target_sparsity={resolved['target_sparsity']} is above what pattern "
                 f"{resolved['pattern']!r} can reach ({n}/{m} = {n / m:g}); lower target_sparsity or use a "
                 f"pattern with a larger N"
-            )
-        if resolved["reg_type"] == "group_lasso":
-            raise ConfigError(
-                f"{where}: reg_type='group_lasso' needs a block pattern such as '4x1'; pattern "
-                f"{resolved['pattern']!r} (N:M) has no fixed groups. Drop reg_type or change the pattern"
             )
 
 
@@ -317,8 +383,8 @@ class WeightPruningConfig:
         if len(pruning_configs) == 0:
             raise ConfigError("pruning_configs is an empty list; pass None for one group built from the globals")
         self._groups = [_check_keys(g, i) for i, g in enumerate(pruning_configs)]
-        for i, resolved in enumerate(self.groups):
-            _check_group(resolved, None if pruning_configs == [{}] else i)
+        single = len(self._groups) == 1 and not self._groups[0]
+        self._resolved = [_resolve(g, self._globals, None if single else i) for i, g in enumerate(self._groups)]
 
     # ---- INC attribute names -----------------------------------------------------------------
     @property
@@ -328,14 +394,12 @@ class WeightPruningConfig:
 
     @property
     def groups(self) -> List[Dict[str, Any]]:
-        """Every group with all keys resolved: group value, else explicit global, else default."""
-        out = []
-        for g in self._groups:
-            merged = copy.deepcopy(DEFAULTS)
-            merged.update(copy.deepcopy(self._globals))
-            merged.update(copy.deepcopy(g))
-            out.append(merged)
-        return out
+        """Every group with all keys resolved: group value, else explicit global, else default.
+
+        ``parameters`` is merged key by key the same way, and holds every key the group's pruner,
+        criterion and regularizer declare, with its default where none was given.
+        """
+        return copy.deepcopy(self._resolved)
 
     def __getattr__(self, key: str) -> Any:
         # Global values are readable as attributes, as in INC (cfg.target_sparsity).

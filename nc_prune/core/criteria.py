@@ -10,8 +10,9 @@ others once, when masks are computed.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
+from .parameters import Param
 from .registry import register_criterion
 
 
@@ -19,6 +20,8 @@ class Criterion:
     """Base class. Set ``needs_grad`` when :meth:`score` reads the gradient."""
 
     needs_grad: bool = False
+    #: Keys this criterion reads from the group's ``parameters`` (see :mod:`nc_prune.core.parameters`).
+    PARAMETERS: Dict[str, Param] = {}
 
     def __init__(self, config: Optional[Mapping[str, Any]] = None) -> None:
         self.config = dict(config or {})

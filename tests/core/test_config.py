@@ -115,7 +115,7 @@ def test_unknown_key_names_key_and_close_match():
     (dict(pattern="4:2"), ["pattern", "'4:2'", "N=4, M=2"]),
     (dict(pattern="4:4"), ["pattern", "'4:4'"]),
     (dict(pattern="channelxchannel"), ["channelxchannel", "'1xchannel'", "'channelx1'"]),
-    (dict(pattern="2xchannel"), ["'2xchannel'"]),
+    (dict(pattern="04x1"), ["'04x1'", "write '4x1'"]),
     (dict(pattern="2:4", target_sparsity=0.6), ["target_sparsity=0.6", "'2:4'", "0.5"]),
     (dict(pattern="1:4", target_sparsity=0.3), ["target_sparsity=0.3", "'1:4'", "0.25"]),
     (dict(parameters={"reg_coeff": -1.0}), ["reg_coeff", "-1.0"]),
@@ -268,3 +268,78 @@ def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
         WeightPruningConfig(start_step=np.bool_(True))
     with pytest.raises(ConfigTypeError, match="start_step must be an integer, got float64"):
         WeightPruningConfig(start_step=np.float64(2.0))
+
+
+# ---- parameters: declared keys, INC's flat reg_coeff -------------------------------------------
+def test_a_typo_in_parameters_is_an_error_not_a_silent_switch_off():
+    msg = _error(ConfigError, reg_type="group_lasso", parameters={"reg_coef": 0.1})
+    assert "unknown key 'reg_coef'" in msg and "did you mean 'reg_coeff'" in msg
+    assert "regularizer 'group_lasso'" in msg and "PARAMETERS" in msg
+    with pytest.raises(ConfigError, match=r"pruning_configs\[1\]: parameters has the unknown key 'alpha'"):
+        WeightPruningConfig([{}, {"parameters": {"alpha": 1}}])
+
+
+@pytest.mark.parametrize("value, exc", [(float("inf"), ConfigError), (float("nan"), ConfigError),
+                                        (-1e-3, ConfigError), (True, ConfigTypeError), ("0.1", ConfigTypeError)])
+def test_reg_coeff_must_be_a_finite_non_negative_number(value, exc):
+    msg = _error(exc, reg_type="group_lasso", parameters={"reg_coeff": value})
+    assert "parameters['reg_coeff']" in msg and repr(value) in msg
+
+
+def test_flat_reg_coeff_is_read_as_inc_reads_it():
+    cfg = WeightPruningConfig(reg_type="group_lasso", reg_coeff=0.25)
+    assert cfg.groups[0]["parameters"] == {"reg_coeff": 0.25}
+    group = WeightPruningConfig([{"reg_coeff": 0.5}], reg_type="group_lasso").groups[0]
+    assert group["parameters"]["reg_coeff"] == 0.5
+    assert WeightPruningConfig(reg_coeff=0.1, parameters={"reg_coeff": 0.1}).groups[0]["parameters"] == {"reg_coeff": 0.1}
+    msg = _error(ConfigError, reg_coeff=0.1, parameters={"reg_coeff": 0.2})
+    assert "reg_coeff=0.1" in msg and "parameters['reg_coeff']=0.2" in msg and "disagree" in msg
+    assert "inf" in _error(ConfigError, reg_coeff=float("inf"))
+    # it round-trips as the parameters it stands for
+    assert WeightPruningConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_parameters_merge_key_by_key_and_carry_declared_defaults():
+    from nc_prune import register_pruner
+    from nc_prune.core.parameters import Param, number
+    from nc_prune.core.pruner import BasicPruner
+    from nc_prune.core.registry import PRUNERS
+
+    @register_pruner("weighted_test")
+    class Weighted(BasicPruner):
+        PARAMETERS = {"alpha": Param(0.5, number(0.0, 1.0), "mixing weight")}
+
+    try:
+        cfg = WeightPruningConfig([{"pruning_type": "weighted_test", "parameters": {"alpha": 0.75}},
+                                   {"pruning_type": "weighted_test", "reg_coeff": 0.0}],
+                                  parameters={"reg_coeff": 0.0, "alpha": 0.25})
+        assert [g["parameters"] for g in cfg.groups] == [{"reg_coeff": 0.0, "alpha": 0.75},
+                                                         {"reg_coeff": 0.0, "alpha": 0.25}]
+        assert WeightPruningConfig(pruning_type="weighted_test").groups[0]["parameters"]["alpha"] == 0.5
+        msg = _error(ConfigError, pruning_type="weighted_test", parameters={"alpha": 2})
+        assert "parameters['alpha']=2" in msg and "[0.0, 1.0]" in msg
+        # the key belongs to that pruner only
+        assert "unknown key 'alpha'" in _error(ConfigError, pruning_type="magnitude", parameters={"alpha": 0.5})
+    finally:
+        PRUNERS.unregister("weighted_test")
+
+
+def test_pattern_lock_ignores_the_target_so_an_inherited_one_above_n_over_m_is_fine():
+    cfg = WeightPruningConfig([{"pruning_type": "pattern_lock", "pattern": "2:4"}], target_sparsity=0.9)
+    assert cfg.groups[0]["pattern"] == "2:4" and cfg.groups[0]["target_sparsity"] == 0.9
+    assert "0.9" in _error(ConfigError, pruning_type="magnitude", pattern="2:4", target_sparsity=0.9)
+
+
+# ---- one spelling rule for patterns ------------------------------------------------------------
+@pytest.mark.parametrize("loose, meant", [(" 4x1 ", "4x1"), ("4x1\n", "4x1"), ("04x1", "4x1"), ("4X1", "4x1"),
+                                          ("\uff14x1", "4x1"), ("\u0664x1", "4x1"), ("2 : 4", "2:4"),
+                                          ("02:4", "2:4"), ("1 xchannel", "1xchannel")])
+def test_loosely_written_patterns_are_refused_with_the_exact_spelling(loose, meant):
+    msg = _error(ConfigError, pattern=loose, target_sparsity=0.5)
+    assert repr(loose) in msg and f"write {meant!r}" in msg
+    WeightPruningConfig(pattern=meant, target_sparsity=0.5)  # the spelling named is accepted
+
+
+def test_multi_channel_patterns_are_accepted_as_inc_does():
+    assert get_pattern({"pattern": "2xchannel"}).block_size == [2, "channel"]
+    assert get_pattern({"pattern": "channelx4"}).block_size == ["channel", 4]

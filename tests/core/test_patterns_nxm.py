@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _core_reference import block_means, canonical_2d, floor_count, reference_global
-from nc_prune import PatternNxM, compute_masks, get_pattern
+from nc_prune import NoPrunableLayerError, PatternNxM, compute_masks, get_pattern
 from nc_prune.core.arrays import from_2d, to_2d
 
 
@@ -179,3 +179,41 @@ def test_block_size_attribute_and_unit_split():
     assert pat.get_block_size_dict({"a": np.zeros((8, 4)), "c": np.zeros((8, 2, 3, 3))}) == {"a": [4, 1], "c": [4, 1]}
     lu = pat.units("c", (8, 2, 3, 3))
     assert lu.n_units == 2 * 18 and lu.unit_size == 4
+
+
+# ---- blocks of several whole channels (INC's "Nxchannel" / "channelxM") -------------------------
+def test_golden_2xchannel_prunes_pairs_of_whole_output_rows():
+    keep = compute_masks({"fc": rows_filled(8, 3)}, "2xchannel", 0.5)["fc"]
+    assert keep.astype(int).tolist() == [[0, 0, 0]] * 4 + [[1, 1, 1]] * 4
+    assert get_pattern({"pattern": "2xchannel"}).get_block_size_dict({"fc": np.zeros((8, 3))}) == {"fc": [2, 3]}
+    # conv: 2 whole filters per unit, so a 6-filter conv has 3 units and 1/3 prunes exactly one pair
+    w = np.arange(6.0)[:, None, None, None] * np.ones((6, 2, 3, 3))
+    keep = compute_masks({"conv": w}, "2xchannel", 1 / 3)["conv"]
+    assert keep[:2].sum() == 0 and keep[2:].all()
+
+
+def test_golden_channelx2_prunes_pairs_of_whole_input_channels_at_every_kernel_position():
+    keep = compute_masks({"fc": cols_filled(3, 8)}, "channelx2", 0.5)["fc"]
+    assert keep.astype(int).tolist() == [[0, 0, 0, 0, 1, 1, 1, 1]] * 3
+    w = np.arange(4.0)[None, :, None, None] * np.ones((5, 4, 3, 3))  # input channel c holds c
+    keep = compute_masks({"conv": w}, "channelx2", 0.5)["conv"]
+    assert not keep[:, :2].any() and keep[:, 2:].all()
+    assert get_pattern({"pattern": "channelx2"}).get_block_size_dict({"fc": np.zeros((3, 8))}) == {"fc": [3, 2]}
+
+
+def test_multi_channel_patterns_that_do_not_divide_the_layer_leave_it_dense_with_the_reason():
+    with pytest.warns(UserWarning, match=r"'odd'.*5 input channels.*groups of 2.*left dense"):
+        masks = compute_masks({"odd": np.ones((4, 5)), "ok": cols_filled(4, 4)}, "channelx2", 0.5)
+    assert masks["odd"].all() and int((~masks["ok"]).sum()) == 8
+    with pytest.warns(UserWarning, match=r"'odd'.*out % 2 == 0"):
+        compute_masks({"odd": np.ones((5, 4)), "ok": rows_filled(4, 4)}, "2xchannel", 0.5)
+
+
+# ---- layers without weights --------------------------------------------------------------------
+@pytest.mark.parametrize("pattern", ["4x1", "1x1", "1xchannel", "channelx1", "2:4"])
+def test_a_zero_size_layer_is_left_dense_with_a_warning_naming_it(pattern):
+    with pytest.warns(UserWarning, match=r"layer 'empty' has weight shape \(0, 8\) with no weights"):
+        masks = compute_masks({"empty": np.ones((0, 8)), "fc": rows_filled(8, 8)}, pattern, 0.5)
+    assert masks["empty"].shape == (0, 8) and int((~masks["fc"]).sum()) == 32
+    with pytest.raises(NoPrunableLayerError, match=r"no layer fits pattern.*'empty'.*no weights"), pytest.warns(UserWarning):
+        compute_masks({"empty": np.ones((4, 0))}, pattern, 0.5)

@@ -109,10 +109,20 @@ class Pattern:
         raise NotImplementedError
 
     # ---- shape checks ---------------------------------------------------------------------------
+    def layer_units(self, name: str, shape: Tuple[int, ...]) -> LayerUnits:
+        """:meth:`units` of a layer, after the checks every pattern shares (a layer with no weights)."""
+        shape = tuple(int(s) for s in shape)
+        if 0 in shape:
+            raise PatternShapeError(
+                f"layer {name!r} has weight shape {shape} with no weights in it; pattern {self.pattern!r} has "
+                f"nothing to prune there"
+            )
+        return self.units(name, shape)
+
     def check_shape(self, name: str, shape: Tuple[int, ...]) -> Optional[str]:
         """``None`` when the layer fits the pattern, else the reason it does not."""
         try:
-            self.units(name, tuple(shape))
+            self.layer_units(name, tuple(shape))
         except PatternShapeError as exc:
             return str(exc)
         return None
@@ -121,7 +131,7 @@ class Pattern:
         out = {}
         for name, value in data.items():
             try:
-                out[name] = self.units(name, _shape(value))
+                out[name] = self.layer_units(name, _shape(value))
             except PatternShapeError as exc:
                 self.invalid_layers[name] = str(exc)
                 if name not in self._warned:

@@ -5,9 +5,9 @@ so a Linear weight is used as stored and a conv filter bank is read position by 
 
 * ``"4x1"``: 4 consecutive output rows of one column — ``O % 4 == 0`` is required.
 * ``"1x1"``: unstructured.
-* ``"1xchannel"``: one whole output row — for a conv, one whole filter.
+* ``"1xchannel"``: one whole output row — for a conv, one whole filter; ``"Nxchannel"``: N consecutive ones.
 * ``"channelx1"``: one whole input channel — for a conv, that channel at every kernel position of every
-  filter (``O · prod(kernel)`` weights).
+  filter (``O · prod(kernel)`` weights); ``"channelxM"``: M consecutive input channels.
 
 Worked example, ``"2x1"`` on a 4×2 weight with magnitude scores, target 0.5::
 
@@ -100,30 +100,32 @@ class BlockUnits(LayerUnits):
 
 
 class InputChannelUnits(LayerUnits):
-    """Whole input channels: for a conv, the channel at every kernel position of every filter."""
+    """Groups of ``group`` consecutive whole input channels: for a conv, those channels at every kernel
+    position of every filter (``"channelx1"``: one channel; ``"channelxM"``: M consecutive ones)."""
 
-    def __init__(self, shape: Tuple[int, ...]) -> None:
+    def __init__(self, shape: Tuple[int, ...], group: int = 1) -> None:
         self.shape = shape
         self.out, self.inp = shape[0], shape[1]
         self.positions = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-        self.n_units = self.inp
-        self.unit_size = self.out * self.positions
+        self.group = group
+        self.n_units = self.inp // group
+        self.unit_size = self.out * self.positions * group
 
     def _view(self, a: np.ndarray) -> np.ndarray:
-        return to_2d(a).reshape(self.out, self.positions, self.inp)
+        return to_2d(a).reshape(self.out, self.positions, self.n_units, self.group)
 
     def reduce(self, score, reduce_type, keep):
-        return REDUCERS[reduce_type](self._view(np.asarray(score)), axis=(0, 1))
+        return REDUCERS[reduce_type](self._view(np.asarray(score)), axis=(0, 1, 3))
 
     def already_pruned(self, keep):
-        return ~self._view(keep).any(axis=(0, 1))
+        return ~self._view(keep).any(axis=(0, 1, 3))
 
     def expand(self, prune_units):
-        full = np.broadcast_to(prune_units.reshape(1, 1, -1), (self.out, self.positions, self.inp))
+        full = np.broadcast_to(prune_units.reshape(1, 1, -1, 1), (self.out, self.positions, self.n_units, self.group))
         return from_2d(full.reshape(self.out, -1), self.shape).copy()
 
     def block_size(self) -> List[int]:
-        return [self.out, 1] if self.positions == 1 else [self.out, -1]
+        return [self.out, self.group] if self.positions == 1 else [self.out, -1]
 
 
 @register_pattern("NxM")
@@ -146,7 +148,12 @@ class PatternNxM(Pattern):
         _check_ndim(name, shape, self.pattern)
         bh, bw = self.block_size
         if bh == "channel":
-            return InputChannelUnits(shape)
+            if shape[1] % bw:
+                raise PatternShapeError(
+                    f"layer {name!r} with weight shape {shape} has {shape[1]} input channels, which pattern "
+                    f"{self.pattern!r} cannot split into groups of {bw}: needs in % {bw} == 0"
+                )
+            return InputChannelUnits(shape, bw)
         cols = int(np.prod(shape[1:]))
         if bw == "channel":
             bw = cols
