@@ -7,15 +7,19 @@
 3. ``excluded_op_names``: regexes that remove layers again.
 4. The classifier head — the last linear layer of the model — is left out unless an ``op_names``
    regex matches its whole name.
+5. A frozen weight (``requires_grad=False`` / ``trainable=False``) and a weight shared with another module
+   (tied embeddings, one Parameter used twice) are left out, with the reason, unless an ``op_names``
+   regex matches the layer's whole name: then it is pruned on purpose, once.
 
-A layer claimed by two groups, and a group that selects nothing, are errors.
+A layer claimed by two groups, and a group that selects nothing, are errors. :func:`plan_layers` also
+records *why* every other layer stays dense, as data (:class:`Decision`), for reports and the CLI.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ConfigError, NoPrunableLayerError, warn_user
 from .patterns.base import get_pattern
@@ -30,13 +34,42 @@ class LayerInfo:
         type_names: class name first, then aliases matched by ``pruning_op_types``.
         shape: the weight's shape in the canonical layout ``(out, in, *kernel)``.
         is_linear: a fully connected layer (the head is the last of these).
+        trainable: False for a frozen weight (``requires_grad=False``, Keras ``trainable=False``).
+        shared_with: the other owners of the same weight (``"transformer.wte.weight"``), if any.
     """
 
     name: str
     type_names: Tuple[str, ...]
     shape: Tuple[int, ...]
     is_linear: bool = False
+    trainable: bool = True
+    shared_with: Tuple[str, ...] = ()
     extra: Dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the selection made of one layer: the group that prunes it, or None and why it stays dense."""
+
+    group: Optional[int]
+    reason: str = ""
+    hint: str = ""
+
+    @property
+    def pruned(self) -> bool:
+        return self.group is not None
+
+
+@dataclass
+class LayerPlan:
+    """The outcome of layer selection: each group's layers, and a :class:`Decision` for every layer."""
+
+    groups: List[List[LayerInfo]]
+    decisions: Dict[str, Decision]
+
+    def dense(self) -> Dict[str, str]:
+        """``{layer: reason}`` of the layers no group prunes."""
+        return {n: d.reason for n, d in self.decisions.items() if not d.pruned}
 
 
 def head_name(layers: Sequence[LayerInfo]) -> str | None:
@@ -49,46 +82,56 @@ def _describe(group: Mapping, index: int) -> str:
             f"excluded_op_names={group['excluded_op_names']})")
 
 
+#: The rules in the order they are applied; a layer left out by every group keeps the reason of the rule
+#: it got furthest to (so a frozen Linear reads "frozen", not "type not in pruning_op_types").
+_RULES = ("type", "op_names", "excluded", "head", "frozen", "shared")
+
+
+def _why_not(layer: LayerInfo, group: Mapping, head: Optional[str]) -> Optional[Tuple[int, str, str]]:
+    """``None`` when ``group`` takes ``layer``; else (rule index, reason, how to take it anyway)."""
+    names = group["op_names"]
+    if not any(t in tn for t in group["pruning_op_types"] for tn in layer.type_names):
+        return 0, "type not in pruning_op_types", "add its type to pruning_op_types"
+    if names and not any(re.search(p, layer.name) for p in names):
+        return 1, "no op_names regex matches", "add a regex matching it to op_names"
+    if any(re.search(p, layer.name) for p in group["excluded_op_names"]):
+        return 2, "matched by excluded_op_names", "narrow excluded_op_names"
+    named = any(re.fullmatch(p, layer.name) for p in names)
+    exactly = f"name it exactly in op_names ({re.escape(layer.name)!r})"
+    if layer.name == head and not named:
+        return 3, "classifier head", f"the last linear layer is left dense; {exactly} to prune it"
+    if not layer.trainable and not named:
+        return 4, "frozen", f"requires_grad=False / trainable=False; {exactly} to prune it anyway"
+    if layer.shared_with and not named:
+        return 5, f"weight shared with {', '.join(layer.shared_with)}", \
+            f"pruning it would zero that too; {exactly} to prune it on purpose, once"
+    return None
+
+
 def select_group(layers: Sequence[LayerInfo], group: Mapping, index: int) -> List[LayerInfo]:
     """The layers one group selects, before shape checks."""
-    types = group["pruning_op_types"]
-    names = group["op_names"]
-    excluded = group["excluded_op_names"]
     head = head_name(layers)
-    out = []
-    for layer in layers:
-        if not any(t in tn for t in types for tn in layer.type_names):
-            continue
-        if names and not any(re.search(p, layer.name) for p in names):
-            continue
-        if any(re.search(p, layer.name) for p in excluded):
-            continue
-        if layer.name == head and not any(re.fullmatch(p, layer.name) for p in names):
-            continue
-        out.append(layer)
-    return out
+    return [layer for layer in layers if _why_not(layer, group, head) is None]
 
 
-def plan_groups(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> List[List[LayerInfo]]:
-    """Layers of every group, shape-checked against the group's pattern.
+def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> LayerPlan:
+    """Layers of every group, shape-checked against the group's pattern, and why the others stay dense.
+
+    Warns about layers left dense for a reason the user may not expect (a shape that does not fit the
+    pattern, a shared weight).
 
     Raises:
         NoPrunableLayerError: a group selects nothing, or no layer of a group fits its pattern.
         ConfigError: a layer is selected by two groups.
     """
+    head = head_name(layers)
     claimed: Dict[str, int] = {}
+    misfit: Dict[str, str] = {}
     plans = []
     for i, group in enumerate(groups):
         chosen = select_group(layers, group, i)
         if not chosen:
-            sample = ", ".join(f"{l.name} ({l.type_names[0]})" for l in layers[:12]) or "none"
-            more = f" and {len(layers) - 12} more" if len(layers) > 12 else ""
-            head = head_name(layers)
-            raise NoPrunableLayerError(
-                f"{_describe(group, i)} selects no layer. Prunable layers of the model: {sample}{more}. "
-                f"Fix op_names / pruning_op_types / excluded_op_names"
-                + (f" (the head {head!r} is excluded unless an op_names regex matches its full name)" if head else "")
-            )
+            raise NoPrunableLayerError(_nothing_selected(layers, group, i, head))
         pattern = get_pattern(group)
         fitting = []
         for layer in chosen:
@@ -101,6 +144,7 @@ def plan_groups(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> List[
             claimed[layer.name] = i
             reason = pattern.check_shape(layer.name, layer.shape)
             if reason:
+                misfit[layer.name] = reason
                 warn_user(f"{reason}; layer {layer.name!r} is left dense")
             else:
                 fitting.append(layer)
@@ -110,4 +154,36 @@ def plan_groups(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> List[
                 + ", ".join(f"{l.name} {l.shape}" for l in chosen)
             )
         plans.append(fitting)
-    return plans
+    decisions: Dict[str, Decision] = {}
+    for layer in layers:
+        if layer.name in misfit:
+            decisions[layer.name] = Decision(None, "shape does not fit the pattern", misfit[layer.name])
+        elif layer.name in claimed:
+            decisions[layer.name] = Decision(claimed[layer.name])
+        else:
+            rule, reason, hint = max(_why_not(layer, g, head) for g in groups)
+            decisions[layer.name] = Decision(None, reason, hint)
+            if _RULES[rule] == "shared":
+                warn_user(f"layer {layer.name!r} is left dense: its {reason} ({hint})")
+    return LayerPlan(plans, decisions)
+
+
+def plan_groups(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> List[List[LayerInfo]]:
+    """The layers of every group (:func:`plan_layers` without the decisions)."""
+    return plan_layers(layers, groups).groups
+
+
+def _nothing_selected(layers: Sequence[LayerInfo], group: Mapping, i: int, head: Optional[str]) -> str:
+    sample = ", ".join(f"{l.name} ({l.type_names[0]})" for l in layers[:12]) or "none"
+    more = f" and {len(layers) - 12} more" if len(layers) > 12 else ""
+    reasons: Dict[str, List[str]] = {}
+    for layer in layers:
+        why = _why_not(layer, group, head)
+        if why is not None and why[0] >= 4:  # say so when frozen or shared weights were all it found
+            reasons.setdefault(_RULES[why[0]], []).append(layer.name)
+    told = "".join(f"; left out as {kind}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+                   for kind, names in reasons.items())
+    return (f"{_describe(group, i)} selects no layer. Prunable layers of the model: {sample}{more}{told}. "
+            f"Fix op_names / pruning_op_types / excluded_op_names"
+            + (f" (the head {head!r} is excluded unless an op_names regex matches its full name)" if head else "")
+            + (" — or name a frozen or shared layer exactly in op_names to prune it on purpose" if told else ""))

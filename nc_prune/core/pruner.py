@@ -16,11 +16,13 @@ One training step, in order:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .config import DEFAULTS, resolve_pruning_type
+from .errors import PruningStateError
+from .parameters import Param
 from .patterns.base import Pattern, get_pattern
 from .registry import CRITERIA, PRUNERS, REGULARIZERS, register_pruner
 from .schedulers import Scheduler, get_scheduler
@@ -51,6 +53,15 @@ class BasePruner:
         max_sparsity_ratio_per_op: upper bound of each layer's sparsity.
         min_sparsity_ratio_per_op: lower bound of each layer's sparsity.
     """
+
+    #: Keys this pruner reads from the group's ``parameters`` (see :mod:`nc_prune.core.parameters`).
+    PARAMETERS: Dict[str, Param] = {}
+    #: False for pruners that ignore ``target_sparsity`` (its N:M bound is then not checked).
+    uses_target: bool = True
+    #: Per-layer state this pruner keeps beside the mask, ``{key: (numpy dtype name, fill value)}``, one entry
+    #: per weight in the canonical layout. Backends store it with the mask (torch buffers, Keras optimizer
+    #: variables), so it is saved in checkpoints and a resume continues exactly.
+    LAYER_STATE: Dict[str, Tuple[str, int]] = {}
 
     def __init__(self, config: Mapping[str, Any], modules: Mapping[str, Any]) -> None:
         cfg = dict(DEFAULTS)
@@ -101,6 +112,24 @@ class BasePruner:
     def _add_to_grad(self, name: str, term: np.ndarray) -> None:
         """Add a canonical numpy array to the weight's gradient."""
         raise NotImplementedError
+
+    def _missing_grad_hint(self, name: str) -> str:
+        """Why the layer may have had no gradient, and the fix (backends know more, e.g. ``requires_grad``)."""
+        return ("call loss.backward() before the optimizer step; if the loss does not depend on the layer, leave it "
+                "out with excluded_op_names or use pruning_type='magnitude'")
+
+    def _get_state(self, name: str, key: str) -> np.ndarray:
+        """The layer's :attr:`LAYER_STATE` entry ``key`` (canonical numpy). Backends persist it; this default
+        keeps it in memory, so a glue class without storage of its own still runs every pruner."""
+        store = self.__dict__.setdefault("_layer_state", {}).setdefault(name, {})
+        if key not in store:
+            dtype, fill = self.LAYER_STATE[key]
+            store[key] = np.full(self._get_mask(name).shape, fill, dtype=dtype)
+        return store[key]
+
+    def _set_state(self, name: str, key: str, value: np.ndarray) -> None:
+        """Store the layer's :attr:`LAYER_STATE` entry ``key`` (canonical numpy)."""
+        self.__dict__.setdefault("_layer_state", {}).setdefault(name, {})[key] = np.asarray(value)
 
     # ---- schedule ------------------------------------------------------------------------------
     @property
@@ -185,9 +214,9 @@ class BasePruner:
                         f"registered without a criterion must fill self.scores or override current_scores()"
                     )
                 if native is None:
-                    raise RuntimeError(
-                        f"pruning_type={self.config['pruning_type']!r} needs gradients, but layer {name!r} had no "
-                        f"gradient at step {self.global_step}; call loss.backward() before the optimizer step"
+                    raise PruningStateError(
+                        f"pruning_type={self.config['pruning_type']!r} scores weights by their gradients, but layer "
+                        f"{name!r} had no gradient at step {self.global_step}: {self._missing_grad_hint(name)}"
                     )
             out[name] = self._to_canonical(name, native)
         return out
@@ -220,6 +249,8 @@ class BasicPruner(BasePruner):
 class PatternLockPruner(BasePruner):
     """Keeps the zeros a model already has: masks are taken from the weights once and never change."""
 
+    uses_target = False
+
     def on_train_begin(self, dataloader: Any = None) -> None:
         self.adopt_existing_zeros()
 
@@ -230,67 +261,77 @@ class PatternLockPruner(BasePruner):
         return True
 
 
+#: Stage of a weight that the current interval's plan does not prune.
+NO_STAGE = 255
+
+
 @register_pruner("progressive")
 class ProgressivePruner(BasePruner):
     """Each pruning step's new blocks are pruned in ``progressive_steps`` stages over the interval.
 
     At a pruning step the target mask is computed as usual; the units it newly prunes are ordered by
     score (``progressive_type="scores"``) or by position (``"linear"``); at stage ``j`` (of ``p``) a layer
-    has pruned the first ``floor(new * j / p)`` of them. Stages are evenly spaced before the next pruning step. The last pruning step applies its mask at
-    once, so the target holds from ``end_step`` on.
+    has pruned the first ``floor(new * j / p)`` of them. Stages are evenly spaced before the next pruning
+    step. The last pruning step applies its mask at once, so the target holds from ``end_step`` on.
+
+    The plan is layer state (``LAYER_STATE["stage"]``: the stage at which each weight goes, 255 for none),
+    saved with the masks, and the stage a step starts follows from the schedule alone — so a checkpoint
+    taken between two stages resumes exactly.
     """
+
+    LAYER_STATE = {"stage": ("uint8", NO_STAGE)}
 
     def __init__(self, config, modules) -> None:
         super().__init__(config, modules)
         self.progressive_steps: int = self.config["progressive_steps"]
         self.progressive_type: str = self.config["progressive_type"]
-        self._stages: Optional[Dict[str, Any]] = None
 
     def _stage_step(self, step: int) -> Optional[int]:
-        """Which stage (1..p-1) ``step`` starts, or None."""
-        if self._stages is None:
+        """Which stage (1..p-1) ``step`` starts, or None: stages lie strictly between a pruning step that is
+        not the last one and the next."""
+        start, f, p = self.start_step, self.pruning_frequency, self.progressive_steps
+        if p == 1 or not start < step < self.scheduler.last_pruning_step():
             return None
-        gap = max(self.pruning_frequency // self.progressive_steps, 1)
-        offset = step - self._stages["start"]
-        if offset > 0 and offset % gap == 0 and offset // gap < self.progressive_steps:
+        offset = (step - start) % f
+        gap = max(f // p, 1)
+        if offset > 0 and offset % gap == 0 and offset // gap < p:
             return offset // gap
         return None
 
     def on_before_optimizer_step(self) -> None:
         stage = self._stage_step(self.global_step)
-        if stage is not None and not self.is_pruning_step():
+        if stage is not None:
             self._apply_stage(stage)
         super().on_before_optimizer_step()
 
     def update_masks(self, step: int) -> None:
-        last = step >= self.scheduler.last_pruning_step() or self.progressive_steps == 1
-        if last:
-            self._stages = None
+        if step >= self.scheduler.last_pruning_step() or self.progressive_steps == 1:
+            for name in self.modules:
+                self._set_state(name, "stage", np.full(self._get_mask(name).shape, NO_STAGE, dtype=np.uint8))
             return super().update_masks(step)
         old = {name: self._get_mask(name) for name in self.modules}
         scores = self.current_scores()
         new = self.pattern.get_masks(scores, self.target_at(step), old, self.max_sparsity_ratio_per_op)
-        plan = {}
+        p = self.progressive_steps
         for name in self.modules:
-            units = self.pattern.units(name, old[name].shape)
+            units = self.pattern.layer_units(name, old[name].shape)
             unit_scores = units.reduce(scores[name], self.pattern.reduce_type, old[name])
             fresh = np.flatnonzero(units.already_pruned(new[name]) & ~units.already_pruned(old[name]))
             if self.progressive_type == "scores":
                 fresh = fresh[np.argsort(unit_scores[fresh], kind="stable")]
-            plan[name] = (units, fresh)
-        self._stages = {"start": step, "old": old, "plan": plan}
+            stage = np.full(old[name].shape, NO_STAGE, dtype=np.uint8)
+            for k in range(p):
+                prune = np.zeros(units.n_units, dtype=bool)
+                prune[fresh[len(fresh) * k // p: len(fresh) * (k + 1) // p]] = True
+                stage[units.expand(prune)] = k
+            self._set_state(name, "stage", stage)
         self._apply_stage(0)
 
     def _apply_stage(self, stage: int) -> None:
         for name in self.modules:
-            units, fresh = self._stages["plan"][name]
-            prune = np.zeros(units.n_units, dtype=bool)
-            prune[fresh[: len(fresh) * (stage + 1) // self.progressive_steps]] = True
-            self._set_mask(name, self._stages["old"][name] & ~units.expand(prune))
+            self._set_mask(name, self._get_mask(name) & (self._get_state(name, "stage") > stage))
         self._apply_masks()
         self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
-        if stage + 1 >= self.progressive_steps:
-            self._stages = None
 
 
 def get_pruner_class(config: Mapping[str, Any]) -> type:

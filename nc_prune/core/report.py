@@ -15,6 +15,7 @@ class LayerSparsity:
     params: int
     zeros: int
     pattern: str = "-"
+    note: str = ""
 
     @property
     def ratio(self) -> float:
@@ -28,13 +29,16 @@ class SparsityReport:
         self.rows: List[LayerSparsity] = list(rows)
 
     @classmethod
-    def from_arrays(cls, weights: Dict[str, Any], patterns: Optional[Dict[str, str]] = None) -> "SparsityReport":
-        patterns = patterns or {}
+    def from_arrays(cls, weights: Dict[str, Any], patterns: Optional[Dict[str, str]] = None,
+                    notes: Optional[Dict[str, str]] = None) -> "SparsityReport":
+        """Rows from ``{layer: weight}`` (canonical layout), the pattern of each pruned layer and a note on the
+        others (why the selection left them dense)."""
+        patterns, notes = patterns or {}, notes or {}
         rows = []
         for name, w in weights.items():
             a = np.asarray(w)
             rows.append(LayerSparsity(name, tuple(a.shape), int(a.size), int(a.size - np.count_nonzero(a)),
-                                      patterns.get(name, "-")))
+                                      patterns.get(name, "-"), "" if name in patterns else notes.get(name, "")))
         return cls(rows)
 
     @property
@@ -62,10 +66,12 @@ class SparsityReport:
         }
 
     def __str__(self) -> str:
-        head = ("layer", "shape", "params", "zeros", "sparsity", "pattern")
+        noted = any(r.note for r in self.rows)
+        head = ("layer", "shape", "params", "zeros", "sparsity", "pattern") + (("note",) if noted else ())
         body = [(r.name, "x".join(map(str, r.shape)), f"{r.params:,}", f"{r.zeros:,}", f"{r.ratio:.2%}", r.pattern)
-                for r in self.rows]
-        body.append(("total", "", f"{self.total_params:,}", f"{self.total_zeros:,}", f"{self.total_ratio:.2%}", ""))
+                + ((r.note,) if noted else ()) for r in self.rows]
+        body.append(("total", "", f"{self.total_params:,}", f"{self.total_zeros:,}", f"{self.total_ratio:.2%}", "")
+                    + (("",) if noted else ()))
         widths = [max(len(str(row[i])) for row in [head] + body) for i in range(len(head))]
         right = {2, 3, 4}
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type,
 
 from .config import WeightPruningConfig
 from .errors import ConfigTypeError
-from .layers import LayerInfo, plan_groups
+from .layers import LayerInfo, LayerPlan, plan_layers
 from .pruner import BasePruner, get_pruner_class
 
 _COMPOSED: Dict[tuple, type] = {}
@@ -42,6 +42,10 @@ def as_config(config: Union[WeightPruningConfig, Mapping[str, Any]]) -> WeightPr
 class PruningSession:
     """Builds one pruner per group and forwards the callbacks to each.
 
+    Attributes:
+        layer_plan: the :class:`~nc_prune.core.layers.LayerPlan` — each group's layers, and why the others stay
+            dense.
+
     Args:
         config: a :class:`WeightPruningConfig` (or a dict for ``WeightPruningConfig.from_dict``).
         layers: the model's prunable weights as the backend sees them.
@@ -53,9 +57,9 @@ class PruningSession:
                  make_modules: Callable[[List[LayerInfo]], Dict[str, Any]], glue: Type[BasePruner]) -> None:
         self.config = as_config(config)
         groups = self.config.groups
-        plans = plan_groups(layers, groups)
+        self.layer_plan: LayerPlan = plan_layers(layers, groups)
         self.pruners: List[BasePruner] = []
-        for group, plan in zip(groups, plans):
+        for group, plan in zip(groups, self.layer_plan.groups):
             cls = compose_pruner_class(glue, get_pruner_class(group))
             self.pruners.append(cls(group, make_modules(plan)))
         self._step = 0

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from _core_reference import floor_count
-from nc_prune import (BasePruner, ConfigError, LayerInfo, NoPrunableLayerError, PruningSession, WeightPruningConfig,
-                      compose_pruner_class, plan_groups, select_group, sparsity_at)
+from nc_prune import (BasePruner, ConfigError, LayerInfo, NoPrunableLayerError, PruningSession, PruningStateError,
+                      WeightPruningConfig, compose_pruner_class, plan_groups, select_group, sparsity_at)
 from nc_prune.core.arrays import to_2d
 from nc_prune.core.layers import head_name
 
@@ -297,7 +297,8 @@ def test_gradient_criterion_without_gradient_says_what_to_do():
     rng, store = make_store(6, shapes)
     sess = session(WeightPruningConfig(pruning_type="snip", pattern="1x1", target_sparsity=0.5), store)
     sess.on_step_begin()
-    with pytest.raises(RuntimeError, match=r"pruning_type='snip' needs gradients.*layer 'fc'.*loss.backward\(\)"):
+    with pytest.raises(PruningStateError, match=r"pruning_type='snip' scores weights by their gradients.*layer 'fc'.*"
+                                                r"loss.backward\(\)"):
         sess.on_before_optimizer_step()
 
 

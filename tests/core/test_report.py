@@ -30,7 +30,8 @@ def test_counts_and_ratios():
 def test_to_dict():
     d = make().to_dict()
     assert d["total"] == {"params": 86, "zeros": 25, "ratio": 25 / 86}
-    assert d["layers"][0] == {"name": "fc", "shape": [4, 8], "params": 32, "zeros": 16, "pattern": "4x1", "ratio": 0.5}
+    assert d["layers"][0] == {"name": "fc", "shape": [4, 8], "params": 32, "zeros": 16, "pattern": "4x1", "ratio": 0.5,
+                                 "note": ""}
 
 
 def test_table_text():
@@ -41,3 +42,12 @@ def test_table_text():
     assert lines[-1].split() == ["total", "86", "25", "29.07%"]
     assert set(lines[1]) <= {"-", " "} and set(lines[-2]) <= {"-", " "}
     assert repr(make()) == "SparsityReport(2 layers, 29.07% sparse)"
+
+
+def test_notes_say_why_a_layer_is_dense_and_get_a_column_only_when_present():
+    report = SparsityReport.from_arrays({"fc": np.zeros((4, 2)), "head": np.ones((2, 4))}, {"fc": "4x1"},
+                                        {"fc": "ignored: the layer is pruned", "head": "classifier head"})
+    assert [r.note for r in report.rows] == ["", "classifier head"]
+    lines = str(report).splitlines()
+    assert lines[0].split() == ["layer", "shape", "params", "zeros", "sparsity", "pattern", "note"]
+    assert lines[3].split() == ["head", "2x4", "8", "0", "0.00%", "-", "classifier", "head"]
