@@ -4,13 +4,14 @@ from . import _adapter  # noqa: F401  (registers torch tensors with the core)
 from .layers import TorchTarget, find_targets
 from .pruner import PytorchBasePruner
 from .pruning import TorchPruning, prepare_pruning, sparsity_report, strip
+from .compression import CompressionManager, prepare_compression
 from . import prune  # noqa: E402  (drop-in for torch.nn.utils.prune)
 from .prune_impl import (BlockStructured, ChannelStructured, ConstantSparsitySchedule, MagnitudePruneImpl,
                          NMStructured, PolynomialDecaySchedule, PruneImplBase, PruningScheme, SparsityScheduleBase,
                          Unstructured, attach_prune_impl, finalize_prune_impl, prune_impls, update_model_sparsity)
 
 __all__ = ["PytorchBasePruner", "TorchPruning", "TorchTarget", "find_targets", "prepare_pruning",
-           "sparsity_report", "strip", "prune",
+           "sparsity_report", "strip", "prune", "CompressionManager", "prepare_compression",
            "PruneImplBase", "MagnitudePruneImpl", "PruningScheme", "Unstructured", "ChannelStructured",
            "BlockStructured", "NMStructured", "SparsityScheduleBase", "ConstantSparsitySchedule",
            "PolynomialDecaySchedule", "attach_prune_impl", "update_model_sparsity", "finalize_prune_impl",

@@ -14,9 +14,7 @@ from torch import nn
 
 from ..core.layers import LayerInfo
 
-MASK_SUFFIX = "_prune_mask"
-SCORE_SUFFIX = "_prune_score"
-STEP_BUFFER = "nc_prune_step"
+from .state import MASK_SUFFIX, SCORE_SUFFIX, STEP_BUFFER  # noqa: F401 (STEP_BUFFER re-exported)
 
 
 def is_hf_conv1d(module: nn.Module) -> bool:
@@ -55,19 +53,51 @@ class TorchTarget:
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
+#: torch.compile and DistributedDataParallel wrap a model and add these to every module name.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile(model)`` / ``DistributedDataParallel(model)`` wrappers, else ``model``."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+        if inner is None and type(model).__name__ == "DistributedDataParallel":
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _prunable(module: nn.Module) -> bool:
+    return (isinstance(module, _PRUNABLE) and isinstance(getattr(module, "weight", None), nn.Parameter)) \
+        or is_hf_conv1d(module)
+
 
 def find_targets(model: nn.Module) -> Tuple[List[LayerInfo], Dict[str, TorchTarget]]:
-    """Every Linear, Conv1d/2d/3d and transformers ``Conv1D`` weight, in module order."""
+    """Every Linear, Conv1d/2d/3d and transformers ``Conv1D`` weight, in module order, once per Parameter.
+
+    A Parameter held by several modules (tied embeddings: GPT-2's ``lm_head.weight`` *is*
+    ``transformer.wte.weight``) is one target, under its first prunable owner, with the other owners in
+    ``shared_with``; a frozen one (``requires_grad=False``) is marked not trainable. The selection rules
+    leave both out unless named exactly (see :mod:`nc_prune.core.layers`).
+    """
+    owners: Dict[int, List[str]] = {}
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append(f"{mname}.{pname}" if mname else pname)
     infos: List[LayerInfo] = []
     targets: Dict[str, TorchTarget] = {}
+    seen: set = set()
     for name, module in model.named_modules():
-        if isinstance(module, _PRUNABLE) and isinstance(getattr(module, "weight", None), nn.Parameter):
-            target = TorchTarget(name, module)
-        elif is_hf_conv1d(module):
-            target = TorchTarget(name, module, transposed=True)
-        else:
+        if not _prunable(module) or id(module.weight) in seen:
             continue
-        shape = tuple(target.canonical(target.weight).shape)
-        infos.append(LayerInfo(name, (type(module).__name__,), shape, is_linear=isinstance(module, nn.Linear)))
+        target = TorchTarget(name, module, transposed=not isinstance(module, _PRUNABLE))
+        weight = target.weight
+        seen.add(id(weight))
+        own = f"{name}.{target.param}" if name else target.param
+        shared = tuple(o for o in owners.get(id(weight), ()) if o != own)
+        shape = tuple(target.canonical(weight).shape)
+        infos.append(LayerInfo(name, (type(module).__name__,), shape, is_linear=isinstance(module, nn.Linear),
+                               trainable=bool(weight.requires_grad), shared_with=shared))
         targets[name] = target
     return infos, targets

@@ -1,8 +1,9 @@
 """``PytorchBasePruner``: the torch glue of ``BasePruner`` — nothing else.
 
 Masks are boolean buffers ``<param>_prune_mask`` on each pruned module; gradient criteria keep their
-running scores in ``<param>_prune_score`` buffers, so a checkpoint resumes them exactly. With
-``low_memory_usage=True`` those score buffers are float16.
+running scores in ``<param>_prune_score`` buffers, and a pruner's :attr:`~BasePruner.LAYER_STATE` lives in
+``<param>_prune_<key>`` buffers, so a checkpoint resumes them exactly (see :mod:`nc_prune.torch.state`).
+With ``low_memory_usage=True`` the score buffers are float16.
 """
 
 from __future__ import annotations
@@ -13,8 +14,27 @@ import torch
 from ..core.pruner import BasePruner
 from ._adapter import tensor_to_numpy
 from .layers import TorchTarget
+from .state import STATE_PREFIX
 
-_PIECE = 1 << 20  # weights per piece when masks are applied on CPU (a 4 MiB float temporary at most)
+_PIECE = 1 << 20  # weights per piece when masks are applied (a 4 MiB integer temporary at most)
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def zero_masked(weights, masks) -> None:
+    """``w[~m] = 0`` for each weight and bool mask, exactly, whatever ``w`` holds (NaN and inf included).
+
+    The weight's bits are ANDed with the mask widened to all-ones / all-zeros, a piece at a time: kept
+    weights keep every bit, pruned ones become +0.0. A multiply would leave ``NaN * 0 = NaN`` behind a
+    non-finite update, and ``masked_fill_`` / ``torch.where`` are 5-10x slower on CPU (measured: 8.4M
+    weights, 1.9 ms here against 18-19 ms for either).
+    """
+    for w, m in zip(weights, masks):
+        bits = w.view(_BITS[w.element_size()])
+        if w.is_contiguous() and m.is_contiguous():
+            for wp, mp in zip(bits.view(-1).split(_PIECE), m.view(-1).split(_PIECE)):
+                wp.bitwise_and_(mp.to(wp.dtype).neg_())
+        else:
+            bits.bitwise_and_(m.to(bits.dtype).neg_())
 
 
 class PytorchBasePruner(BasePruner):
@@ -33,12 +53,18 @@ class PytorchBasePruner(BasePruner):
                 score = self._ensure_buffer(target, target.score_name, dtype, 0)
                 # a zero score buffer means "no score yet" unless a checkpoint filled it
                 self.scores[name] = score if bool(score.any()) else None
+            for key, (dtype, fill) in self.LAYER_STATE.items():
+                self._ensure_buffer(target, self._state_name(target, key), getattr(torch, dtype), fill)
+
+    @staticmethod
+    def _state_name(target: TorchTarget, key: str) -> str:
+        return f"{target.param}{STATE_PREFIX}{key}"
 
     @staticmethod
     def _ensure_buffer(target: TorchTarget, buf_name: str, dtype: torch.dtype, fill) -> torch.Tensor:
         w = target.weight
         existing = target.module._buffers.get(buf_name)
-        if existing is not None and existing.shape == w.shape:
+        if existing is not None and existing.shape == w.shape and existing.dtype == dtype:
             return existing
         buf = torch.full(w.shape, fill, dtype=dtype, device=w.device)
         target.module.register_buffer(buf_name, buf, persistent=True)
@@ -61,32 +87,33 @@ class PytorchBasePruner(BasePruner):
     def _get_mask(self, name) -> np.ndarray:
         return self._to_canonical(name, self._buffer(name, "mask"))
 
+    def _store(self, name: str, buf: torch.Tensor, value: np.ndarray) -> None:
+        buf.copy_(self.modules[name].native(torch.from_numpy(np.ascontiguousarray(value))).to(buf.device))
+
     def _set_mask(self, name, keep: np.ndarray) -> None:
-        target: TorchTarget = self.modules[name]
         buf = self._buffer(name, "mask")
-        new = torch.from_numpy(np.ascontiguousarray(keep))
-        buf.copy_(target.native(new).to(buf.device))
+        self._store(name, buf, keep)
         self.masks[name] = buf
+
+    def _get_state(self, name, key) -> np.ndarray:
+        target: TorchTarget = self.modules[name]
+        return self._to_canonical(name, target.module._buffers[self._state_name(target, key)])
+
+    def _set_state(self, name, key, value: np.ndarray) -> None:
+        target: TorchTarget = self.modules[name]
+        self._store(name, target.module._buffers[self._state_name(target, key)], value)
 
     @torch.no_grad()
     def _apply_masks(self) -> None:
-        """Zero the masked weights in place, every step: one foreach multiply over all of them on CPU.
+        """Zero the masked weights in place (every step): see :func:`zero_masked`."""
+        targets = list(self.modules.values())
+        zero_masked([t.weight for t in targets], [t.module._buffers[t.mask_name] for t in targets])
 
-        ``weight.mul_(bool_mask)`` on CPU first casts the whole mask to a float tensor of the weight's size
-        (a weight-sized allocation per layer per step, and a slow cast). Here CPU weights are multiplied
-        in pieces of ``_PIECE`` by the mask read as uint8, in one ``torch._foreach_mul_`` call: the same
-        values (x * 1.0 or x * 0.0), a temporary of one piece at most; 3-10x faster (8.4M weights: 10 -> 1-2 ms).
-        """
-        weights, masks = [], []
-        for target in self.modules.values():
-            w, m = target.weight, target.module._buffers[target.mask_name]
-            if w.device.type == "cpu" and w.is_contiguous() and m.is_contiguous():
-                weights.extend(w.view(-1).split(_PIECE))
-                masks.extend(m.view(torch.uint8).view(-1).split(_PIECE))
-            else:
-                w.mul_(m)
-        if weights:
-            torch._foreach_mul_(weights, masks)
+    def _missing_grad_hint(self, name) -> str:
+        if not self.modules[name].weight.requires_grad:
+            return ("its weight has requires_grad=False (frozen), so it never gets one. Unfreeze it (and give it to the "
+                    "optimizer), leave it out of op_names, or prune it with pruning_type='magnitude'")
+        return super()._missing_grad_hint(name)
 
     def _add_to_grad(self, name, term: np.ndarray) -> None:
         target: TorchTarget = self.modules[name]

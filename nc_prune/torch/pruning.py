@@ -16,36 +16,85 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 import torch
 from torch import nn
 
+from ..core import records
 from ..core.errors import ConfigError, PruningStateError
+from ..core.layers import LayerPlan
 from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from ..progress import progress
-from .layers import STEP_BUFFER, TorchTarget, find_targets
-from .pruner import PytorchBasePruner
+from .batches import batch_loss
+from .layers import TorchTarget, find_targets, unwrap
+from .pruner import PytorchBasePruner, zero_masked
+from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ReapplyMask, is_state_buffer,
+                    plan_tensor, read_plan)
 
-# model → its live TorchPruning, so strip(model) can also remove the optimizer hooks
-_LIVE: "weakref.WeakKeyDictionary[nn.Module, TorchPruning]" = weakref.WeakKeyDictionary()
+# model → its live TorchPruning. The value is a weak reference: a strong one would keep every prepared model
+# alive for good (the pruning object holds its model), and the optimizer's step hooks keep a pruning that is
+# still driving training alive anyway.
+_LIVE: "weakref.WeakKeyDictionary[nn.Module, weakref.ReferenceType]" = weakref.WeakKeyDictionary()
 
 
-class ReapplyMask:
-    """Module hook: after ``load_state_dict``, masked weights are zeroed again.
+def live_pruning(model: nn.Module) -> Optional["TorchPruning"]:
+    """The :class:`TorchPruning` currently attached to ``model`` (or to the model it wraps), else None."""
+    ref = _LIVE.get(unwrap(model))
+    return None if ref is None else ref()
 
-    A plain picklable object (no reference to the pruning object), so pruned models deep-copy and pickle.
+
+class _Snapshot:
+    """What preparing may change on a model — buffers and load hooks of every module — to put back on failure."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._saved = [(m, dict(m._buffers), set(m._non_persistent_buffers_set), set(m._load_state_dict_pre_hooks),
+                        set(m._load_state_dict_post_hooks)) for m in model.modules()]
+
+    def restore(self) -> None:
+        for m, buffers, non_persistent, pre, post in self._saved:
+            m._buffers.clear()
+            m._buffers.update(buffers)
+            m._non_persistent_buffers_set.clear()
+            m._non_persistent_buffers_set.update(non_persistent)
+            for hooks, keep in ((m._load_state_dict_pre_hooks, pre), (m._load_state_dict_post_hooks, post)):
+                for key in [k for k in hooks if k not in keep]:
+                    del hooks[key]
+
+
+class _Structure:
+    """Where each pruned weight sat when pruning was prepared; checked every step (a few dict lookups).
+
+    A layer replaced afterwards (``model.fc1 = nn.Linear(...)``) would otherwise be trained dense in
+    silence while its masks keep zeroing the old module's weight.
     """
 
-    def __init__(self, param: str, mask: str) -> None:
-        self.param, self.mask = param, mask
+    def __init__(self, root: nn.Module, targets: Dict[str, TorchTarget]) -> None:
+        edges: Dict[tuple, tuple] = {}
+        for name, t in targets.items():
+            parent = root
+            for part in name.split(".") if name else []:
+                child = parent._modules[part]
+                edges.setdefault((id(parent), part), (parent._modules, part, child, name))
+                parent = child
+            edges.setdefault((id(t.module), t.param), (t.module._parameters, t.param, t.weight, name))
+        self._edges = list(edges.values())
 
-    def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
-        mask = module._buffers.get(self.mask)
-        if mask is not None:
-            with torch.no_grad():
-                getattr(module, self.param).mul_(mask)
+    def check(self) -> None:
+        for holder, key, obj, name in self._edges:
+            if holder.get(key) is not obj:
+                what = "its weight Parameter" if isinstance(obj, nn.Parameter) else f"module {key!r} on its path"
+                raise PruningStateError(
+                    f"layer {name!r} changed after prepare_pruning ({what} was replaced), so its pruning state no "
+                    f"longer reaches the model and it would train dense. Call prepare_pruning(model, config, "
+                    f"optimizer) again after changing the model (with an optimizer built from its new parameters)"
+                )
+
+
+def _glue_extra(session: PruningSession, targets: Dict[str, TorchTarget]) -> Dict[str, Dict[str, Any]]:
+    return {name: {"layout": "transposed" if targets[name].transposed else "canonical", REPLAN: p.config[REPLAN]}
+            for p in session.pruners for name in p.modules}
 
 
 class TorchPruning:
@@ -54,48 +103,100 @@ class TorchPruning:
     With an optimizer, pruning follows ``optimizer.step()`` through the optimizer's own step hooks. Without
     one, call INC's callbacks yourself: ``on_train_begin``, then per step ``on_step_begin``,
     ``on_before_optimizer_step``, ``on_after_optimizer_step``, ``on_step_end``; ``on_train_end`` at the end.
+
+    Preparing is all or nothing: when it fails (a config that selects nothing, an optimizer that does not
+    own the weights, a checkpoint plan that does not fit), the model — and an earlier pruning of it — is
+    left exactly as it was.
+
+    Attributes:
+        model: the model as passed (a ``torch.compile`` / DDP wrapper included; names are the inner model's).
+        layer_plan: which group prunes each layer, and why the others stay dense.
     """
 
     def __init__(self, model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
+        root = self._root = unwrap(model)
         self.config = as_config(config)
-        previous = _LIVE.get(model)
-        if previous is not None:
-            warnings.warn("this model was already prepared for pruning; the earlier pruning's hooks are removed "
-                          "and its masks adopted by the new one", stacklevel=3)
-            previous.remove()
-        infos, targets = find_targets(model)
-        self._targets = targets
-        self.session = PruningSession(self.config, infos, lambda plan: {l.name: targets[l.name] for l in plan},
-                                      PytorchBasePruner)
-        self.pruners: List[PytorchBasePruner] = self.session.pruners  # type: ignore[assignment]
+        infos, targets = find_targets(root)
+        previous = live_pruning(root)
+        snapshot = _Snapshot(root)
         self._module_handles: List[Any] = []
         self._optimizer_handles: List[Any] = []
         self.optimizer = optimizer
-        self._install_step_buffer()
-        for p in self.pruners:
-            for target in p.modules.values():
+        try:
+            self.session = PruningSession(self.config, infos, lambda plan: {l.name: targets[l.name] for l in plan},
+                                          PytorchBasePruner)
+            self.pruners: List[PytorchBasePruner] = self.session.pruners  # type: ignore[assignment]
+            self._targets = {name: targets[name] for p in self.pruners for name in p.modules}
+            if optimizer is not None:
+                self._check_optimizer(optimizer)
+            self._install_root_state()
+            for target in self._targets.values():
                 self._module_handles.append(
                     target.module.register_load_state_dict_post_hook(ReapplyMask(target.param, target.mask_name)))
+            checker = CheckRecords()
+            self._module_handles += [root.register_load_state_dict_pre_hook(checker.before),
+                                     root.register_load_state_dict_post_hook(checker.after)]
+            self._structure = _Structure(root, self._targets)
+            if optimizer is not None:
+                self._optimizer_handles = [optimizer.register_step_pre_hook(self._pre_step),
+                                           optimizer.register_step_post_hook(self._post_step)]
+        except BaseException:
+            for h in self._module_handles + self._optimizer_handles:
+                h.remove()
+            snapshot.restore()
+            raise
+        if previous is not None:
+            warnings.warn("this model was already prepared for pruning; the earlier pruning's hooks are removed "
+                          "and its masks adopted by the new one", stacklevel=3)
+            previous._retire(keep=set(self._targets))
+        _LIVE[root] = weakref.ref(self)
         if optimizer is not None:
-            self._attach(optimizer)
-        _LIVE[model] = self
+            self.session.on_train_begin()
 
-    # ---- step counter kept in the model's state_dict ------------------------------------------
-    def _install_step_buffer(self) -> None:
-        buf = self.model._buffers.get(STEP_BUFFER)
-        if buf is None:
+    @property
+    def layer_plan(self) -> LayerPlan:
+        return self.session.layer_plan
+
+    # ---- checks before anything is attached -------------------------------------------------------
+    def _check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        missing = [name for name, t in self._targets.items() if id(t.weight) not in owned]
+        frozen = [name for name in missing if not self._targets[name].weight.requires_grad]
+        if missing:
+            raise ConfigError(
+                f"the optimizer does not update the weights of {', '.join(missing)}; pass an optimizer built "
+                f"from model.parameters() (after any model surgery), or call prepare_pruning without it and drive "
+                f"the callbacks yourself"
+                + (f". Of these, {', '.join(frozen)} have requires_grad=False: leave them out of op_names (frozen "
+                   f"layers are skipped unless named exactly), or unfreeze them and add them to the optimizer"
+                   if frozen else "")
+            )
+
+    # ---- the model's own buffers: step counter and plan ----------------------------------------------
+    def _install_root_state(self) -> None:
+        root = self._root
+        live = records.session_records(self.session, _glue_extra(self.session, self._targets))
+        existing = read_plan(root._buffers.get(PLAN_BUFFER))
+        if existing is not None:
+            differ = records.conflicts(existing, live)
+            if differ and not all(r[REPLAN] for r in live.values()):
+                raise records.mismatch_error(list(differ.values()), "this model (prepared before, not stripped)")
+            for name in (n for n in differ if n in live):  # re-plan from the zeros the weights have
+                t = self._targets[name]
+                t.module._buffers[t.mask_name].copy_(t.weight.detach() != 0)
+        root.register_buffer(PLAN_BUFFER, plan_tensor(live), persistent=True)
+        if root._buffers.get(STEP_BUFFER) is None:
             device = next(iter(self._targets.values())).weight.device
-            buf = torch.zeros((), dtype=torch.int64, device=device)
-            self.model.register_buffer(STEP_BUFFER, buf, persistent=True)
+            root.register_buffer(STEP_BUFFER, torch.zeros((), dtype=torch.int64, device=device), persistent=True)
         self._seen_version = -1
         self._sync_step()
 
     def _sync_step(self) -> None:
         """Adopt the step from the buffer when something (``load_state_dict``) wrote to it."""
-        buf = self.model._buffers[STEP_BUFFER]
+        buf = self._root._buffers[STEP_BUFFER]
         if buf._version != self._seen_version:
             self.session.global_step = int(buf)
             for p in self.pruners:
@@ -106,7 +207,7 @@ class TorchPruning:
             self._seen_version = buf._version
 
     def _advance_step(self) -> None:
-        buf = self.model._buffers[STEP_BUFFER]
+        buf = self._root._buffers[STEP_BUFFER]
         buf.fill_(self.session.global_step)
         self._seen_version = buf._version
 
@@ -116,20 +217,8 @@ class TorchPruning:
         return self.session.global_step
 
     # ---- optimizer hooks ---------------------------------------------------------------------
-    def _attach(self, optimizer: torch.optim.Optimizer) -> None:
-        owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        missing = [name for p in self.pruners for name, t in p.modules.items() if id(t.weight) not in owned]
-        if missing:
-            raise ConfigError(
-                f"the optimizer does not update the weights of {', '.join(missing)}; pass an optimizer built "
-                f"from model.parameters() (after any model surgery), or call prepare_pruning without it and drive "
-                f"the callbacks yourself"
-            )
-        self._optimizer_handles = [optimizer.register_step_pre_hook(self._pre_step),
-                                   optimizer.register_step_post_hook(self._post_step)]
-        self.session.on_train_begin()
-
     def _pre_step(self, optimizer, args, kwargs) -> None:
+        self._structure.check()
         self._sync_step()
         self.session.on_step_begin()
         self.session.on_before_optimizer_step()
@@ -156,6 +245,7 @@ class TorchPruning:
 
     def on_step_begin(self, local_step: Optional[int] = None) -> None:
         self._manual("on_step_begin")
+        self._structure.check()
         self._sync_step()
         self.session.on_step_begin(local_step)
 
@@ -178,15 +268,29 @@ class TorchPruning:
     def on_train_end(self) -> None:
         self.session.on_train_end()
 
+    # INC's CompressionManager callbacks that pruning has nothing to do in; there so INC scripts run unchanged.
+    def on_before_eval(self) -> None:
+        """Nothing to do: masked weights are already zero between steps."""
+
+    def on_after_eval(self) -> None:
+        """Nothing to do: evaluation changes no weight."""
+
+    def on_after_compute_loss(self, input: Any = None, student_output: Any = None, student_loss: Any = None,
+                              teacher_output: Any = None, teacher_loss: Any = None) -> Any:
+        """Returns ``student_loss`` unchanged (INC's distillation hook; pruning adds no loss term)."""
+        return student_loss
+
     # ---- one-shot ------------------------------------------------------------------------------
     def prune_now(self, dataloader: Optional[Iterable] = None, loss_func: Optional[Callable] = None,
                   max_batches: Optional[int] = None) -> None:
         """Prune every group to its final target at once.
 
         Gradient criteria (``snip``, ``snip_momentum``, ``gradient``) need ``dataloader``: its batches are run
-        forward and backward (no weight update) to build the scores. ``loss_func(output, target)`` computes
-        the loss; without it the model's output must have a ``loss`` attribute.
+        forward and backward (no weight update) to build the scores. A batch is a dict (``model(**batch)``),
+        ``(inputs, target)`` or a tensor (see :mod:`nc_prune.torch.batches`); ``loss_func(output, target)``
+        computes the loss, else the model's output must have a ``loss`` (transformers models given labels).
         """
+        self._structure.check()
         self.session.on_train_begin(dataloader)
         if self.session.needs_grad:
             if dataloader is None:
@@ -197,17 +301,17 @@ class TorchPruning:
                 )
             self._accumulate_scores(dataloader, loss_func, max_batches)
         for p in self.pruners:
-            if p.__class__.__name__.endswith("PatternLockPruner"):
-                continue
-            p.update_masks(p.scheduler.last_pruning_step())
+            if p.is_pruning_step(p.scheduler.last_pruning_step()):
+                p.update_masks(p.scheduler.last_pruning_step())
         self.session.global_step = max(p.scheduler.last_pruning_step() + 1 for p in self.pruners)
         self._advance_step()
 
     def _accumulate_scores(self, dataloader, loss_func, max_batches) -> None:
         was_training = self.model.training
         self.model.train()
-        params = [t.weight for p in self.pruners for t in p.modules.values()]
+        params = [t.weight for t in self._targets.values()]
         saved = [w.grad for w in params]
+        seen = 0
         try:
             total = max_batches if max_batches is not None else _length(dataloader)
             for i, batch in enumerate(progress(dataloader, total=total, desc="one-shot scores")):
@@ -215,20 +319,22 @@ class TorchPruning:
                     break
                 for w in params:
                     w.grad = None
-                loss = _batch_loss(self.model, batch, loss_func)
-                loss.backward()
+                batch_loss(self.model, batch, loss_func).backward()
                 for p in self.pruners:
                     if p.needs_grad:
                         p.update_scores()
+                seen += 1
         finally:
             for w, g in zip(params, saved):
                 w.grad = g
             self.model.train(was_training)
+        if seen == 0:
+            raise ConfigError("the dataloader gave no batch; one-shot scores by gradients need at least one")
 
     # ---- reporting and clean-up ---------------------------------------------------------------
     def report(self) -> SparsityReport:
-        """Per-layer and total sparsity of the pruned weights."""
-        return sparsity_report(self.model, self.session.layer_patterns())
+        """Per-layer and total sparsity of the prunable weights, with each layer's pattern (or why it is dense)."""
+        return sparsity_report(self._root, self.session.layer_patterns(), self.layer_plan.dense())
 
     @property
     def masks(self) -> Dict[str, torch.Tensor]:
@@ -239,8 +345,15 @@ class TorchPruning:
         for h in self._optimizer_handles + self._module_handles:
             h.remove()
         self._optimizer_handles, self._module_handles = [], []
-        if _LIVE.get(self.model) is self:
-            del _LIVE[self.model]
+        if live_pruning(self._root) is self:
+            del _LIVE[self._root]
+
+    def _retire(self, keep: Set[str]) -> None:
+        """Hand the model to a newer pruning: detach, and finish the layers it no longer prunes (as strip does)."""
+        self.remove()
+        for name, t in self._targets.items():
+            if name not in keep:
+                _finish(t.module)
 
     def strip(self) -> nn.Module:
         """See :func:`strip`."""
@@ -254,31 +367,14 @@ def _length(iterable: Any) -> Optional[int]:
         return None
 
 
-def _batch_loss(model: nn.Module, batch: Any, loss_func: Optional[Callable]) -> torch.Tensor:
-    if isinstance(batch, dict):
-        out = model(**batch)
-        target = None
-    elif isinstance(batch, (list, tuple)) and len(batch) == 2:
-        out = model(batch[0])
-        target = batch[1]
-    else:
-        out = model(batch)
-        target = None
-    if loss_func is not None:
-        return loss_func(out, target) if target is not None else loss_func(out)
-    loss = getattr(out, "loss", None)
-    if loss is None:
-        raise ConfigError("one-shot pruning with a gradient criterion needs loss_func(output, target), "
-                          "or a model whose output has a .loss attribute")
-    return loss
-
-
 def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None,
                     dataloader: Optional[Iterable] = None, loss_func: Optional[Callable] = None) -> TorchPruning:
     """Prepare ``model`` for pruning as ``config`` describes (INC's ``prepare_pruning``).
 
     Args:
-        model: the torch model; its Linear, Conv1d/2d/3d and transformers ``Conv1D`` weights are candidates.
+        model: the torch model (a ``torch.compile`` or ``DistributedDataParallel`` wrapper is fine: layer
+            names are the inner model's); its Linear, Conv1d/2d/3d and transformers ``Conv1D`` weights are
+            candidates. Frozen weights and weights shared with another module are left out unless named exactly.
         config: a :class:`~nc_prune.WeightPruningConfig` (or a dict of its keys).
         optimizer: training-time pruning follows this optimizer's steps through its step hooks.
         dataloader: one-shot pruning now, with scores from these batches for gradient criteria.
@@ -297,14 +393,41 @@ def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Op
     return pruning
 
 
-def sparsity_report(model: nn.Module, patterns: Optional[Dict[str, str]] = None) -> SparsityReport:
-    """Sparsity of every prunable weight of ``model`` (Linear, Conv, ``Conv1D``), per layer and total."""
+def sparsity_report(model: nn.Module, patterns: Optional[Dict[str, str]] = None,
+                    notes: Optional[Dict[str, str]] = None) -> SparsityReport:
+    """Sparsity of every prunable weight of ``model`` (Linear, Conv, ``Conv1D``), per layer and total.
+
+    ``patterns`` and ``notes`` (why a layer is dense) default to those of the live pruning, if any.
+    """
+    live = live_pruning(model)
     if patterns is None:
-        live = _LIVE.get(model)
         patterns = live.session.layer_patterns() if live is not None else {}
-    _, targets = find_targets(model)
+    if notes is None:
+        notes = live.layer_plan.dense() if live is not None else {}
+    _, targets = find_targets(unwrap(model))
     rows = {name: t.canonical(t.weight.detach()).cpu().float().numpy() for name, t in targets.items()}
-    return SparsityReport.from_arrays(rows, patterns)
+    return SparsityReport.from_arrays(rows, patterns, notes)
+
+
+def _finish(module: nn.Module) -> None:
+    """Zero a module's masked weights for good and remove nc_prune's buffers and load hooks from it."""
+    with torch.no_grad():
+        for buf_name in [b for b in module._buffers if b.endswith(MASK_SUFFIX)]:
+            param = getattr(module, buf_name[: -len(MASK_SUFFIX)])
+            zero_masked([param.data], [module._buffers[buf_name]])
+        for buf_name in [b for b in module._buffers if is_state_buffer(b)]:
+            del module._buffers[buf_name]
+        hooks = module._load_state_dict_post_hooks
+        for key in [k for k, h in hooks.items() if isinstance(h, ReapplyMask) or _is_ours(h)]:
+            del hooks[key]
+        hooks = module._load_state_dict_pre_hooks
+        for key in [k for k, h in hooks.items() if _is_ours(h)]:
+            del hooks[key]
+
+
+def _is_ours(hook: Any) -> bool:
+    inner = getattr(hook, "hook", hook)  # torch wraps pre-hooks in a _WrappedHook
+    return isinstance(getattr(inner, "__self__", None), CheckRecords)
 
 
 def strip(model: nn.Module) -> nn.Module:
@@ -313,20 +436,12 @@ def strip(model: nn.Module) -> nn.Module:
     Masks are applied a last time, then every nc_prune hook and buffer is removed: the weights keep their
     zeros and ``model.state_dict()`` loads into an unpruned copy of the architecture.
     """
-    live = _LIVE.get(model)
+    live = live_pruning(model)
     if live is not None:
         live.remove()
-    from .layers import MASK_SUFFIX, SCORE_SUFFIX
-    with torch.no_grad():
-        for module in model.modules():
-            for buf_name in [b for b in module._buffers if b.endswith(MASK_SUFFIX)]:
-                param = buf_name[: -len(MASK_SUFFIX)]
-                getattr(module, param).mul_(module._buffers[buf_name])
-                del module._buffers[buf_name]
-            for buf_name in [b for b in module._buffers if b.endswith(SCORE_SUFFIX)]:
-                del module._buffers[buf_name]
-            hooks = module._load_state_dict_post_hooks
-            for key in [k for k, h in hooks.items() if isinstance(h, ReapplyMask)]:
-                del hooks[key]
-    model._buffers.pop(STEP_BUFFER, None)
+    root = unwrap(model)
+    for module in root.modules():
+        _finish(module)
+    root._buffers.pop(STEP_BUFFER, None)
+    root._buffers.pop(PLAN_BUFFER, None)
     return model

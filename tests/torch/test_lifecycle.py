@@ -15,6 +15,7 @@ from torch import nn
 
 from nc_prune import WeightPruningConfig
 from nc_prune.torch import prepare_pruning, sparsity_report, strip
+from nc_prune.torch.state import ReapplyMask
 
 from .conftest import mlp, train_steps, zeros
 
@@ -226,4 +227,5 @@ def test_preparing_again_replaces_the_earlier_hooks_and_keeps_masks(seeded):
         second = prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", target_sparsity=0.5), opt)
     assert len(opt._optimizer_step_pre_hooks) == 1 and len(opt._optimizer_step_post_hooks) == 1
     assert all(torch.equal(second.masks[n], masks[n]) for n in masks)
-    assert sum(len(m._load_state_dict_post_hooks) for m in model.modules()) == 2
+    assert sum(isinstance(h, ReapplyMask) for m in model.modules() for h in m._load_state_dict_post_hooks.values()) == 2
+    assert len(model._load_state_dict_post_hooks) == 1 and len(model._load_state_dict_pre_hooks) == 1  # plan check

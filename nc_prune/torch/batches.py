@@ -1,0 +1,91 @@
+"""Calibration and scoring batches as users write them, and running the model on one.
+
+A batch is one of
+
+* a dict — the model is called as ``model(**batch)`` (a tokenizer's output, with or without ``labels``);
+* a pair ``(inputs, target)`` (a tuple or list of two) — ``inputs`` is a tensor (``model(inputs)``), a dict
+  (``model(**inputs)``) or a tuple/list (``model(*inputs)``); ``target`` goes to ``loss_func(output, target)``;
+* a one-item tuple/list ``(inputs,)``, or a tensor — the model is called on the inputs alone.
+
+>>> import torch
+>>> split_batch({"input_ids": torch.zeros(2, 3)})[1] is None
+True
+>>> describe(({"input_ids": torch.zeros(2, 3, dtype=torch.long)}, torch.zeros(2)))
+'tuple(dict(input_ids: Tensor[2, 3] int64), Tensor[2] float32)'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError
+
+
+def describe(batch: Any, depth: int = 0) -> str:
+    """The structure of a batch, for error messages (types, tensor shapes and dtypes; no values)."""
+    if isinstance(batch, torch.Tensor):
+        return f"Tensor[{', '.join(map(str, batch.shape))}] {str(batch.dtype).replace('torch.', '')}"
+    if depth > 2:
+        return type(batch).__name__
+    if isinstance(batch, dict):
+        inner = ", ".join(f"{k}: {describe(v, depth + 1)}" for k, v in list(batch.items())[:8])
+        return f"dict({inner}{', ...' if len(batch) > 8 else ''})"
+    if isinstance(batch, (list, tuple)):
+        inner = ", ".join(describe(v, depth + 1) for v in batch[:8])
+        return f"{type(batch).__name__}({inner}{', ...' if len(batch) > 8 else ''})"
+    return type(batch).__name__
+
+
+def split_batch(batch: Any) -> Tuple[Any, Optional[Any]]:
+    """``(inputs, target)`` of a batch; ``target`` is None when the batch carries none."""
+    if isinstance(batch, (list, tuple)) and not isinstance(batch, torch.Tensor):
+        if len(batch) == 0:
+            raise ConfigError("an empty batch (a tuple or list with no items); a batch is a dict, a tensor, "
+                              "(inputs,) or (inputs, target)")
+        if len(batch) == 1:
+            return batch[0], None
+        if len(batch) == 2:
+            return batch[0], batch[1]
+        raise ConfigError(f"a batch of {len(batch)} items ({describe(batch)}) is ambiguous; pass (inputs, target) "
+                          f"with the model's inputs grouped in a tuple or dict, or a dict passed as **batch")
+    return batch, None
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """The model's output on ``inputs`` (a dict as keywords, a tuple/list as positions, else one argument)."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (list, tuple)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def run_batch(model: nn.Module, batch: Any) -> Tuple[Any, Optional[Any]]:
+    """``(output, target)``; a batch the model rejects is an error that names the structure it saw."""
+    inputs, target = split_batch(batch)
+    try:
+        return call_model(model, inputs), target
+    except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise ConfigError(
+            f"the model rejected a batch of structure {describe(batch)}: {type(exc).__name__}: {exc}. Batches are "
+            f"dicts (passed as **batch), (inputs, target) pairs whose inputs are a tensor, a dict or a tuple, "
+            f"or tensors"
+        ) from exc
+
+
+def batch_loss(model: nn.Module, batch: Any, loss_func: Optional[Callable]) -> torch.Tensor:
+    """The loss of one batch: ``loss_func(output, target)`` (or ``loss_func(output)`` without a target), else
+    the output's ``loss`` (transformers models given ``labels``)."""
+    out, target = run_batch(model, batch)
+    if loss_func is not None:
+        return loss_func(out, target) if target is not None else loss_func(out)
+    loss = out.get("loss") if isinstance(out, dict) else getattr(out, "loss", None)
+    if loss is None:
+        raise ConfigError(
+            f"scoring by gradients needs a loss: pass loss_func(output, target), or batches with labels for a model "
+            f"whose output has a .loss (the batch seen: {describe(batch)})"
+        )
+    return loss

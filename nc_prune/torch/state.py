@@ -1,0 +1,106 @@
+"""The pruning state a torch model carries, and the hooks that keep it right across ``load_state_dict``.
+
+On every pruned module: ``<param>_prune_mask`` (bool), and per pruner ``<param>_prune_score`` (gradient
+criteria) and ``<param>_prune_<key>`` (:attr:`BasePruner.LAYER_STATE`, e.g. a progressive stage plan). On
+the root module: ``nc_prune_step`` (the step counter) and ``nc_prune_plan`` (the per-layer record of
+:mod:`nc_prune.core.records`, as UTF-8 JSON bytes). All are persistent buffers, so ``state_dict()`` is a
+complete checkpoint and ``torch.load(weights_only=True)`` reads it.
+
+The hooks are plain picklable objects holding no reference to the pruning object, so pruned models
+deep-copy and pickle:
+
+* :class:`ReapplyMask` (per module, after loading): masked weights are zeroed again.
+* :class:`CheckRecords` (root, before and after loading): a checkpoint pruned under another plan is
+  refused before anything is written — or re-planned from its zeros when the config says
+  ``resume_from_pruned_checkpoint=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ..core import records
+from ..core.errors import warn_user
+
+MASK_SUFFIX = "_prune_mask"
+SCORE_SUFFIX = "_prune_score"
+STATE_PREFIX = "_prune_"
+STEP_BUFFER = "nc_prune_step"
+PLAN_BUFFER = "nc_prune_plan"
+#: Record entry (not a plan key): this layer's group may be re-planned from a checkpoint's zeros.
+REPLAN = "resume_from_pruned_checkpoint"
+
+
+def is_state_buffer(name: str) -> bool:
+    """A buffer nc_prune put on a module (mask, score or layer state of a weight)."""
+    return STATE_PREFIX in name
+
+
+def plan_tensor(data: Mapping[str, Mapping[str, Any]]) -> torch.Tensor:
+    return torch.tensor(list(records.encode(data)), dtype=torch.uint8)
+
+
+def read_plan(t: Optional[torch.Tensor]) -> Optional[Dict[str, Dict[str, Any]]]:
+    return None if t is None else records.decode(bytes(t.cpu().tolist()))
+
+
+class ReapplyMask:
+    """Module hook: after ``load_state_dict``, masked weights are zeroed again."""
+
+    def __init__(self, param: str, mask: str) -> None:
+        self.param, self.mask = param, mask
+
+    def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
+        mask = module._buffers.get(self.mask)
+        if mask is not None:
+            with torch.no_grad():
+                weight = getattr(module, self.param)
+                weight.copy_(torch.where(mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)))
+
+
+class CheckRecords:
+    """Root hooks: compare a checkpoint's plan with the model's before loading; re-plan after, if asked."""
+
+    def __init__(self) -> None:
+        self._replan: List[str] = []
+
+    def before(self, module: nn.Module, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+        live_t = module._buffers.get(PLAN_BUFFER)
+        saved_t = state_dict.get(prefix + PLAN_BUFFER)
+        self._replan = []
+        if live_t is None or saved_t is None or torch.equal(saved_t.cpu(), live_t.cpu()):
+            return
+        live, saved = read_plan(live_t), read_plan(saved_t)
+        differ = records.conflicts(saved, live)
+        if differ and not all(record.get(REPLAN) for record in live.values()):
+            raise records.mismatch_error(list(differ.values()), "this checkpoint")
+        replan = [n for n in differ if n in live]
+        for name in replan:  # keep the model's own (fresh) state for these layers; zeros are adopted after
+            _own_state_into(module, state_dict, prefix, name)
+        for name in [n for n in saved if n not in live]:
+            for key in [k for k in state_dict if k.startswith(f"{prefix}{name}.") and is_state_buffer(k)]:
+                del state_dict[key]
+        state_dict[prefix + PLAN_BUFFER] = live_t.clone()
+        self._replan = replan
+        if replan:
+            warn_user(f"resume_from_pruned_checkpoint=True: re-planning {', '.join(replan)} from the checkpoint's "
+                      f"zeros; its masks for them were saved under another plan and are dropped")
+
+    def after(self, module: nn.Module, incompatible_keys: Any) -> None:
+        for name in self._replan:
+            layer = module.get_submodule(name)
+            for buf_name, mask in layer._buffers.items():
+                if buf_name.endswith(MASK_SUFFIX):
+                    mask.copy_(getattr(layer, buf_name[: -len(MASK_SUFFIX)]).detach() != 0)
+        self._replan = []
+
+
+def _own_state_into(root: nn.Module, state_dict: Dict[str, Any], prefix: str, name: str) -> None:
+    layer = root.get_submodule(name)
+    for buf_name, buf in layer._buffers.items():
+        key = f"{prefix}{name}.{buf_name}"
+        if is_state_buffer(buf_name) and key in state_dict:
+            state_dict[key] = buf.detach().clone()
