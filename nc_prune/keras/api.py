@@ -8,8 +8,10 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import keras
 
+from ..core import records
 from ..core.config import WeightPruningConfig
-from ..core.errors import ConfigTypeError, PruningStateError
+from ..core.errors import ConfigTypeError, PruningStateError, warn_user
+from ..core.layers import plan_layers
 from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from .callback import PruningCallback
@@ -80,14 +82,16 @@ def _specs(session: PruningSession) -> List[Dict[str, Any]]:
     for p in session.pruners:
         for name, w in p.modules.items():
             out.append({"name": name, "shape": list(w.native_shape), "score": bool(p.needs_grad),
-                        "reg": p.reg is not None and p.reg.coeff > 0})
+                        "reg": p.reg is not None and p.reg.coeff > 0,
+                        "state": {k: list(v) for k, v in sorted(p.LAYER_STATE.items())}})
     return out
 
 
 def _same_targets(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> bool:
     """Same weights, shapes, and the same score / regularizer slots (so the saved variables fit)."""
     def key(t):
-        return t["name"], tuple(int(s) for s in t["shape"]), bool(t.get("score")), bool(t.get("reg"))
+        return (t["name"], tuple(int(s) for s in t["shape"]), bool(t.get("score")), bool(t.get("reg")),
+                sorted((k, tuple(v)) for k, v in (t.get("state") or {}).items()))
     return [key(t) for t in a] == [key(t) for t in b]
 
 
@@ -136,11 +140,20 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
         config = WeightPruningConfig.from_dict(existing.pruning_config)
     config = as_config(config)
     found = {w.name: w for w in find_prunable_weights(model)}
-    session = PruningSession(config, [w.info() for w in found.values()],
-                             lambda plan: {layer.name: found[layer.name] for layer in plan}, KerasBasePruner)
+    infos = [w.info() for w in found.values()]
+    session = PruningSession(config, infos, lambda plan: {layer.name: found[layer.name] for layer in plan},
+                             KerasBasePruner)
     specs = _specs(session)
     selected = {t["name"]: found[t["name"]] for t in specs}
 
+    replan: List[str] = []
+    if existing is not None and existing.pruning_config is not None:
+        differ = records.conflicts(_saved_records(existing, infos), records.session_records(session))
+        if differ and not all(g["resume_from_pruned_checkpoint"] for g in config.groups):
+            raise records.mismatch_error(list(differ.values()), "this model (saved or prepared under another config)")
+        if differ:  # re-plan: finish the old pruning (its zeros stay), start afresh from those zeros
+            strip(model)
+            existing, replan = None, [n for n in differ if n in selected]
     if existing is not None:
         if not _same_targets(specs, existing.targets):
             raise PruningStateError(
@@ -168,8 +181,24 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
         w.slot = wrapper.slots[name]
     if existing is None and optimizer is None:
         _install(model, _loss_scaled(model, wrapper), "keras.models.load_model will not restore the pruning state")
-    return PruningCallback(session, wrapper, selected, model, external_optimizer=optimizer is not None,
-                           all_weights=list(found.values()))
+    callback = PruningCallback(session, wrapper, selected, model, external_optimizer=optimizer is not None,
+                               all_weights=list(found.values()))
+    if replan:
+        for p in session.pruners:
+            for name in set(replan) & set(p.modules):
+                p._set_mask(name, p._to_canonical(name, p._weight(name)) != 0)
+        warn_user(f"resume_from_pruned_checkpoint=True: re-planning {', '.join(replan)} from the model's zeros; the "
+                  f"masks it carried were made under another plan and are dropped")
+    return callback
+
+
+def _saved_records(wrapper: PruningOptimizer, infos) -> Dict[str, Dict[str, Any]]:
+    """The per-layer plan the wrapper's saved config gave this model's layers."""
+    saved = WeightPruningConfig.from_dict(wrapper.pruning_config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its layer warnings were shown when it was prepared
+        plan = plan_layers(infos, saved.groups)
+    return records.layer_records(saved.groups, [[layer.name for layer in g] for g in plan.groups])
 
 
 def _parts(target: Union[keras.Model, PruningCallback]):
@@ -223,10 +252,10 @@ def sparsity_report(target: Union[keras.Model, PruningCallback],
     if isinstance(target, PruningCallback):
         return target.report()
     model, wrapper = _parts(target)
-    if patterns is None:
-        owner = wrapper._held.owner if wrapper is not None else None
-        patterns = owner.session.layer_patterns() if owner is not None else {}
-    return _report(find_prunable_weights(model), patterns)
+    owner = wrapper._held.owner if wrapper is not None else None
+    if owner is not None and patterns is None:
+        return owner.report()
+    return _report(find_prunable_weights(model), patterns or {})
 
 
 def _report(weights: List[PrunableWeight], patterns: Dict[str, str]) -> SparsityReport:

@@ -63,7 +63,18 @@ class PruningCallback(keras.callbacks.Callback):
         self._removed = False
         optimizer._score_hook = self._fold_gradients
         optimizer._held.owner = self
+        self._prepared_for = model
         self.set_model(model)
+
+    def set_model(self, model: keras.Model) -> None:
+        """Keras hands the callback the model it trains; it must be the one the callback was prepared for."""
+        if model is not self._prepared_for:
+            raise PruningStateError(
+                f"this pruning callback was prepared for model {self._prepared_for.name!r}, but model.fit of "
+                f"{getattr(model, 'name', model)!r} was given it; call prepare_pruning(model, config) for that "
+                f"model and pass its own callback"
+            )
+        super().set_model(model)
 
     # ---- state -------------------------------------------------------------------------------
     @property
@@ -104,6 +115,7 @@ class PruningCallback(keras.callbacks.Callback):
                 f"model.compile(steps_per_execution={spe}) runs {spe} training steps per call, so the pruning "
                 f"callback cannot act between them; compile with steps_per_execution=1 while pruning"
             )
+        self.optimizer.active = True
         step = self._step = self.optimizer.prune_step
         self.session.global_step = step
         self.session.on_train_begin()
@@ -125,6 +137,11 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
+        if self._external and not self.optimizer.active:
+            raise PruningStateError(
+                "call callback.on_train_begin() before the first training step of a custom loop (and "
+                "on_train_end() after the last): steps count toward the schedule only in between"
+            )
         step = self._current_step()
         self.session.global_step = step
         self.session.on_step_begin(batch)
@@ -148,6 +165,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Optional[dict] = None) -> None:
         self._check_live()
+        self.optimizer.active = False
         self.session.on_train_end()
 
     # ---- inside the training step --------------------------------------------------------------
@@ -225,4 +243,4 @@ class PruningCallback(keras.callbacks.Callback):
         Shapes are canonical ``(out, in, *kernel)``, as in the torch backend's report.
         """
         arrays = {w.name: w.layout.to_canonical(to_numpy(w.variable)) for w in self._all_weights}
-        return SparsityReport.from_arrays(arrays, self.session.layer_patterns())
+        return SparsityReport.from_arrays(arrays, self.session.layer_patterns(), self.session.layer_plan.dense())

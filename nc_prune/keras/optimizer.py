@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import keras
@@ -48,6 +48,7 @@ class Slot:
     collect: Any = None    # bool scalar: fold this step's gradient into the score
     seen: Any = None       # int64 scalar: steps folded in so far
     pending: Any = None    # float32 term added to the next gradient (regularizer)
+    state: Dict[str, Any] = field(default_factory=dict)  # the pruner's LAYER_STATE variables, by key
 
 
 @dataclass(eq=False)
@@ -59,6 +60,7 @@ class _Held:
     live: Dict[str, Any]
     slots: List[Slot]
     step: Any = None
+    active: Any = None    # bool scalar: a pruning callback is driving training (the step counts only then)
     owner: Any = None     # the PruningCallback driving this wrapper, if any
 
 
@@ -77,8 +79,8 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         inner_optimizer: the optimizer doing the updates (an instance, or anything ``keras.optimizers.get``
             accepts).
         targets: one dict per pruned weight — ``name``, ``shape`` (native), ``score`` (keep gradient
-            scores), ``reg`` (receives a regularizer term) and, once built, ``index`` (position in the
-            variables the optimizer was built with).
+            scores), ``reg`` (receives a regularizer term), ``state`` (``{key: [dtype, fill]}``, the pruner's
+            ``LAYER_STATE``) and, once built, ``index`` (position in the variables the optimizer was built with).
         pruning_config: the ``WeightPruningConfig.to_dict()`` these targets came from (kept for resuming).
         name: the optimizer's name.
 
@@ -151,6 +153,7 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         var_list = list(var_list)
         slots = []
         step = self.add_variable((), initializer="zeros", dtype="int64", name="prune_step")
+        active = self.add_variable((), initializer="zeros", dtype="bool", name="prune_active")
         for spec in self._held.specs:
             variable = self._resolve(spec, var_list)
             shape = tuple(spec["shape"])
@@ -166,8 +169,12 @@ class PruningOptimizer(keras.optimizers.Optimizer):
             if spec.get("reg"):
                 slot.pending = self.add_variable(shape, initializer="zeros", dtype="float32",
                                                  name=_var_name(spec["name"], "pending"))
+            for key, (dtype, fill) in sorted((spec.get("state") or {}).items()):
+                slot.state[key] = self.add_variable(shape, initializer=keras.initializers.Constant(fill),
+                                                    dtype=dtype, name=_var_name(spec["name"], f"state_{key}"))
             slots.append(slot)
         self._held.step = step
+        self._held.active = active
         self._held.slots = slots
         self._held.live = {}
         if not self.inner_optimizer.built:
@@ -197,6 +204,23 @@ class PruningOptimizer(keras.optimizers.Optimizer):
     def prune_step(self, value: int) -> None:
         self._require_built()
         self._held.step.assign(int(value))
+
+    @property
+    def active(self) -> bool:
+        """Whether a pruning callback drives training now. Steps taken while it does not (a warm-up
+        ``fit`` without the callback) keep masked weights at zero but do not move the schedule."""
+        self._require_built()
+        return bool(self._held.active.numpy())
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._require_built()
+        self._held.active.assign(bool(value))
+
+    def load_own_variables(self, store: Any) -> None:
+        super().load_own_variables(store)
+        if self._held.active is not None:  # saved inside a fit (ModelCheckpoint): no callback drives it now
+            self._held.active.assign(False)
 
     def _require_built(self) -> None:
         if not self.built:
@@ -236,7 +260,7 @@ class PruningOptimizer(keras.optimizers.Optimizer):
                 s.pending.assign(ops.zeros_like(s.pending))
         self.inner_optimizer.apply(grads, trainable_variables)
         self.apply_masks()
-        self._held.step.assign_add(1)
+        self._held.step.assign_add(ops.cast(self._held.active, "int64"))
 
     def finalize_variable_values(self, var_list: Sequence[Any]) -> None:
         self.inner_optimizer.finalize_variable_values(var_list)

@@ -123,6 +123,20 @@ class KerasBasePruner(BasePruner):
         w = self.modules[name]
         w.slot.mask.assign(w.layout.from_canonical(np.asarray(keep, dtype=bool), w.native_shape))
 
+    def _missing_grad_hint(self, name: str) -> str:
+        return ("no training step has folded its gradient in yet; train with model.fit(..., callbacks=[callback]) or, "
+                "in a custom loop, call the callback's hooks around callback.optimizer.apply(...). If the loss does "
+                "not depend on the layer, leave it out with excluded_op_names or use pruning_type='magnitude'")
+
+    def _get_state(self, name: str, key: str) -> np.ndarray:
+        w = self.modules[name]
+        return w.layout.to_canonical(to_numpy(w.slot.state[key]))
+
+    def _set_state(self, name: str, key: str, value: np.ndarray) -> None:
+        w = self.modules[name]
+        variable = w.slot.state[key]
+        variable.assign(w.layout.from_canonical(np.asarray(value), w.native_shape).astype(variable.dtype))
+
     def _apply_masks(self) -> None:
         for w in self.modules.values():
             w.variable.assign(masked(w.variable, w.slot.mask))

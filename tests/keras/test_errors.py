@@ -91,6 +91,7 @@ def test_gradient_criterion_without_any_collected_step_says_so():
     cb = prepare_pruning(model, config(pruning_type="snip", pattern="4x1", target_sparsity=0.5))
     cb.on_train_begin()
     pruner = cb.session.pruners[0]
-    with pytest.raises(RuntimeError, match="needs gradients, but layer 'fc1' had no gradient"):
+    with pytest.raises(PruningStateError, match="scores weights by their gradients, but layer 'fc1' had no gradient "
+                                                "at step 0: no training step has folded its gradient in yet"):
         pruner.current_scores()
     assert np.all(cb.weights["fc1"].slot.mask.numpy())

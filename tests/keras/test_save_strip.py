@@ -101,9 +101,11 @@ def test_resuming_with_a_different_selection_is_refused(tmp_path):
     prepare_pruning(model, config(pattern="4x1", target_sparsity=0.5))
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    with pytest.raises(PruningStateError, match=r"already carries pruning state for other layers.*\(fc1, fc2\).*\(fc2\)"):
+    with pytest.raises(PruningStateError, match=r"layer 'fc1': saved with pattern '4x1'.*not pruned by this config"):
         prepare_pruning(loaded, config(pattern="4x1", target_sparsity=0.5, op_names=["fc2"]))
-    # a new schedule for the same layers is fine (e.g. a later end_step)
+    # a new schedule for the same layers is fine (e.g. a later end_step), and so is a higher target
+    with pytest.raises(PruningStateError, match=r"saved with pattern '4x1', target 0.5.*now pattern '4x1', target 0.4"):
+        prepare_pruning(loaded, config(pattern="4x1", target_sparsity=0.4))
     cb = prepare_pruning(loaded, config(pattern="4x1", target_sparsity=0.7, end_step=50))
     assert loaded.optimizer.pruning_config["target_sparsity"] == 0.7 and cb.session.pruners[0].end_step == 50
 
