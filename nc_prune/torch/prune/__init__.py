@@ -31,6 +31,15 @@ from .methods import (CustomFromMask, Identity, L1Unstructured, LnStructured, Ra
                       random_unstructured, remove)
 from .patterns import PatternStructured, n_m_structured, nxm_structured, pattern_structured
 
+# PyTorch's private helpers under their own names, with PyTorch's behaviour and exception types, for code and
+# tests written against torch.nn.utils.prune that call them.
+from .base import channel_norms as _compute_norm
+from .base import units_to_prune as _compute_nparams_toprune
+from .base import validate_amount as _validate_pruning_amount
+from .base import validate_amount_init as _validate_pruning_amount_init
+from .base import validate_dim as _validate_pruning_dim
+from .base import validate_structured as _validate_structured_pruning
+
 __all__ = [
     "BasePruningMethod", "PruningContainer", "Identity", "RandomUnstructured", "L1Unstructured",
     "RandomStructured", "LnStructured", "CustomFromMask", "identity", "random_unstructured", "l1_unstructured",

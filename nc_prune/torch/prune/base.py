@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import abc
 import numbers
+import operator
 from typing import Any, Iterable, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from ...core.errors import ConfigError, ConfigTypeError, PruningStateError
+from ...core.errors import ConfigError, ConfigTypeError
 from . import _reparam
-from ._errors import (AmountError, AmountTypeError, DoublePruningHookError, MissingTensorError,
-                      NotAParameterError, NotPrunedError, PruningDimError, ShapeMismatchError)
+from ._errors import (AmountError, AmountTypeError, DoublePruningHookError, EmptyContainerError, MissingTensorError,
+                      NameTakenError, NotAModuleError, NotAParameterError, NotAttachedError, NotPrunedError,
+                      PruningDimError, ShapeMismatchError)
 
 Amount = Union[int, float]
 
 
 # ---- amount and shape rules (the same rules, and exception types, as torch.nn.utils.prune) ------------
+# Each is also exported under PyTorch's private name (``_validate_pruning_amount_init`` ...), see __init__.
 def validate_amount_init(amount: Any) -> None:
-    """``amount`` is a non-negative int (a count) or a float in ``[0, 1]`` (a fraction)."""
+    """``amount`` is a non-negative int (a count) or a float in ``[0, 1]`` (a fraction).
+
+    PyTorch's ``_validate_pruning_amount_init``, except that a NaN fraction is refused here already
+    (PyTorch accepts it, then fails with a ``ValueError`` when it converts the fraction to a count).
+    """
     if not isinstance(amount, numbers.Real):
         raise AmountTypeError(f"amount must be an int (a count) or a float in [0, 1] (a fraction), "
                               f"got {type(amount).__name__} {amount!r}")
@@ -37,29 +44,74 @@ def validate_amount_init(amount: Any) -> None:
                           f"or an int count")
 
 
-def units_to_prune(amount: Amount, total: int) -> int:
-    """An int amount as it is; a fraction rounded to nearest (Python's ``round``, ties to even)."""
+def units_to_prune(amount: Amount, tensor_size: int) -> int:
+    """An int amount as it is; a fraction of ``tensor_size`` rounded to nearest (Python's ``round``, ties to even).
+
+    PyTorch's ``_compute_nparams_toprune``.
+    """
     if isinstance(amount, numbers.Integral):
         return int(amount)
-    return int(round(amount * total))
+    return int(round(amount * tensor_size))
 
 
-def validate_amount(count: int, total: int, what: str = "units") -> None:
-    if count > total:
-        raise AmountError(f"amount={count} asks to prune more {what} than the {total} there are; "
-                          f"pass at most {total}, or a fraction")
+def validate_amount(amount: Amount, tensor_size: int, what: str = "units") -> None:
+    """An int ``amount`` (a count) is at most ``tensor_size``; a fraction always fits.
+
+    PyTorch's ``_validate_pruning_amount``; ``what`` names the units in the message.
+    """
+    if isinstance(amount, numbers.Integral) and amount > tensor_size:
+        raise AmountError(f"amount={amount} asks to prune more {what} than the {tensor_size} there are; "
+                          f"pass at most {tensor_size}, or a fraction")
 
 
 def validate_structured(t: torch.Tensor) -> None:
+    """``t`` has 2 or more dimensions, so it has channels (PyTorch's ``_validate_structured_pruning``)."""
     if t.dim() <= 1:
         raise ConfigError(f"structured pruning needs a tensor of 2 or more dimensions to have channels; "
                           f"got shape {tuple(t.shape)}. Use an unstructured method for it")
 
 
-def validate_dim(t: torch.Tensor, dim: int) -> None:
-    if not -t.dim() <= dim < t.dim():
-        raise PruningDimError(f"dim={dim} does not index a tensor of shape {tuple(t.shape)}; "
-                              f"use a dim in [{-t.dim()}, {t.dim() - 1}]")
+def _dim_index(t: torch.Tensor, dim: Any) -> int:
+    """``dim`` as an int (anything PyTorch indexes a shape with: an int, a numpy or 0-d tensor integer)."""
+    try:
+        return operator.index(dim)
+    except TypeError:
+        raise ConfigTypeError(f"dim must be an int naming a dimension of the tensor of shape {tuple(t.shape)}, "
+                              f"got {type(dim).__name__} {dim!r}") from None
+
+
+def _dim_rule(t: torch.Tensor, dim: int) -> str:
+    return f"dim={dim} does not index a tensor of shape {tuple(t.shape)}; use a dim in [{-t.dim()}, {t.dim() - 1}]"
+
+
+def checked_dim(t: torch.Tensor, dim: Any) -> int:
+    """``dim`` as the index (``0 <= index < t.dim()``) of the dimension of ``t`` it names; see :func:`validate_dim`."""
+    index = _dim_index(t, dim)
+    if not -t.dim() <= index < t.dim():
+        raise PruningDimError(_dim_rule(t, index))
+    return index % t.dim()
+
+
+def validate_dim(t: torch.Tensor, dim: Any) -> None:
+    """``dim`` is an int indexing a dimension of ``t`` (PyTorch's ``_validate_pruning_dim``).
+
+    PyTorch checks only ``dim < t.dim()`` here and fails on a too negative ``dim`` a line later, with the
+    same ``IndexError``; both are refused here.
+    """
+    checked_dim(t, dim)
+
+
+def channel_norms(t: torch.Tensor, n: Any, dim: Any) -> torch.Tensor:
+    """The L``n`` norm of every channel along ``dim``, over all other dimensions (``n`` as ``p`` of ``torch.norm``).
+
+    PyTorch's ``_compute_norm``, with its exception types: a ``dim`` past the last dimension is a
+    ``ValueError``, one before the first an ``IndexError``. Gradients flow as through ``torch.norm``.
+    """
+    index = _dim_index(t, dim)
+    if index >= t.dim():
+        raise ConfigError(_dim_rule(t, index))
+    index = checked_dim(t, index)
+    return torch.norm(t, p=n, dim=[d for d in range(t.dim()) if d != index])
 
 
 def channel_mask(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
@@ -98,8 +150,8 @@ class BasePruningMethod(_reparam.MaskedTensorHook, abc.ABC):
 
     def _require_name(self, module: nn.Module) -> str:
         if self._tensor_name is None:
-            raise PruningStateError(f"{type(self).__name__} is not attached to a tensor of {type(module).__name__}; "
-                                    f"prune through {type(self).__name__}.apply(module, name, ...) first")
+            raise NotAttachedError(f"{type(self).__name__} is not attached to a tensor of {type(module).__name__}; "
+                                   f"prune through {type(self).__name__}.apply(module, name, ...) first")
         return self._tensor_name
 
     @classmethod
@@ -153,9 +205,15 @@ def _pruning_hooks(module: nn.Module, name: str):
             if isinstance(h, BasePruningMethod) and h._tensor_name == name]
 
 
-def _check_target(module: Any, name: Any) -> torch.Tensor:
+def check_module(module: Any, func: str) -> None:
+    """``module`` is an ``nn.Module`` (PyTorch fails on anything else with an ``AttributeError``)."""
     if not isinstance(module, nn.Module):
-        raise ConfigTypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        raise NotAModuleError(f"{func}(): module must be an nn.Module (the layer holding the tensor), "
+                              f"got {type(module).__name__} {module!r:.60}")
+
+
+def _check_target(module: Any, name: Any, func: str) -> torch.Tensor:
+    check_module(module, func)
     if not isinstance(name, str):
         raise ConfigTypeError(f"name must be a string naming a parameter, got {type(name).__name__} {name!r}")
     try:
@@ -167,7 +225,7 @@ def _check_target(module: Any, name: Any) -> torch.Tensor:
 
 
 def _attach(cls, module, name, args, kwargs, importance_scores) -> BasePruningMethod:
-    current = _check_target(module, name)
+    current = _check_target(module, name, f"{cls.__name__}.apply")
     hooks = _pruning_hooks(module, name)
     if len(hooks) > 1:
         raise DoublePruningHookError(f"{type(module).__name__}.{name} carries {len(hooks)} pruning hooks; "
@@ -195,8 +253,8 @@ def _attach(cls, module, name, args, kwargs, importance_scores) -> BasePruningMe
                                      f"nn.Parameter; only parameters can be pruned")
         for suffix, kind in (("_orig", "parameter"), ("_mask", "buffer")):
             if hasattr(module, name + suffix):
-                raise ConfigError(f"{type(module).__name__} already has an attribute {name + suffix!r}; pruning "
-                                  f"{name!r} needs that name for its {kind}. Rename the attribute")
+                raise NameTakenError(f"{type(module).__name__} already has an attribute {name + suffix!r}; pruning "
+                                     f"{name!r} needs that name for its {kind}. Rename the attribute")
         default_mask = torch.ones_like(current)
     else:
         default_mask = getattr(module, name + "_mask").detach().clone(memory_format=torch.contiguous_format)
@@ -221,7 +279,6 @@ def _attach(cls, module, name, args, kwargs, importance_scores) -> BasePruningMe
     return method
 
 
-
 class PruningContainer(BasePruningMethod):
     """A sequence of pruning methods applied one after another to the same tensor.
 
@@ -241,9 +298,7 @@ class PruningContainer(BasePruningMethod):
     @property
     def PRUNING_TYPE(self) -> str:  # noqa: N802 - PyTorch's name
         """That of the latest method (a container has no type of its own)."""
-        if not self._pruning_methods:
-            raise PruningStateError("an empty PruningContainer has no PRUNING_TYPE; add a method first")
-        return self._pruning_methods[-1].PRUNING_TYPE
+        return self._latest("PRUNING_TYPE").PRUNING_TYPE
 
     def add_pruning_method(self, method: BasePruningMethod) -> None:
         """Append ``method``; it must act on the same tensor name as the container."""
@@ -257,6 +312,12 @@ class PruningContainer(BasePruningMethod):
                               f"{method._tensor_name!r} cannot join it")
         self._pruning_methods += (method,)
 
+    def _latest(self, what: str) -> BasePruningMethod:
+        if not self._pruning_methods:
+            raise EmptyContainerError(f"PruningContainer.{what} needs at least one pruning method, and this "
+                                      f"container has none; add one with add_pruning_method(method) first")
+        return self._pruning_methods[-1]
+
     def __len__(self) -> int:
         return len(self._pruning_methods)
 
@@ -268,9 +329,7 @@ class PruningContainer(BasePruningMethod):
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         """``default_mask`` combined with the latest method's mask over the part it may still prune."""
-        if not self._pruning_methods:
-            raise PruningStateError("PruningContainer.compute_mask needs at least one method")
-        method = self._pruning_methods[-1]
+        method = self._latest("compute_mask")
         kind = getattr(method, "PRUNING_TYPE", None)
         if kind == "unstructured":
             region: Any = default_mask == 1
@@ -278,9 +337,7 @@ class PruningContainer(BasePruningMethod):
             if not hasattr(method, "dim"):
                 raise AttributeError(f"{type(method).__name__} has PRUNING_TYPE 'structured' but no `dim` "
                                      f"attribute naming its channel dimension; define self.dim")
-            dim = method.dim
-            validate_dim(t, dim)
-            dim %= t.dim()
+            dim = checked_dim(t, method.dim)
             others = [d for d in range(t.dim()) if d != dim]
             alive = default_mask.sum(dim=others) != 0
             region = tuple(alive if d == dim else slice(None) for d in range(t.dim()))

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from ...core.config import DEFAULTS, _number
-from ...core.errors import ConfigTypeError, NoPrunableLayerError
+from ...core.errors import ConfigError, ConfigTypeError, NoPrunableLayerError, PatternShapeError, warn_user
 from ...core.masks import compute_masks
-from ._errors import ShapeMismatchError
+from ._errors import GlobalScoresShapeError
 from ._select import topk_masks
 from .base import Amount, PruningContainer, _check_target, units_to_prune, validate_amount, validate_amount_init
 from .methods import CountedUnstructured, L1Unstructured, RandomUnstructured, custom_from_mask
-from .patterns import engine_pattern, unit_target
+from .patterns import engine_pattern, fitting_units, unit_target
 
 Pair = Tuple[nn.Module, str]
 
@@ -35,12 +35,25 @@ def _pairs(parameters: Any, func: str) -> List[Pair]:
     if not isinstance(parameters, Iterable):
         raise ConfigTypeError(f"{func}(): parameters must be an iterable of (module, name) pairs, "
                               f"got {type(parameters).__name__}")
-    pairs = list(parameters)  # a generator is read once, not twice
-    for i, pair in enumerate(pairs):
-        if not (isinstance(pair, tuple) and len(pair) == 2):
-            raise ConfigTypeError(f"{func}(): parameters[{i}] must be a (module, name) pair, got {pair!r}")
-        _check_target(*pair)
+    pairs = [_pair(pair, i, func) for i, pair in enumerate(parameters)]  # a generator is read once, not twice
+    if not pairs:
+        raise NoPrunableLayerError(f"{func}(): parameters is empty, so there is nothing to prune; pass at least one "
+                                   f"(module, name) pair, e.g. [(model.fc, 'weight')]")
     return pairs
+
+
+def _pair(pair: Any, i: int, func: str) -> Pair:
+    """``module, name = pair``, as PyTorch unpacks it: a non-iterable is a TypeError, another length a ValueError."""
+    try:
+        module, name = pair
+    except TypeError:
+        raise ConfigTypeError(f"{func}(): parameters[{i}] must be a (module, name) pair, got "
+                              f"{type(pair).__name__} {pair!r:.80}") from None
+    except ValueError:
+        raise ConfigError(f"{func}(): parameters[{i}] must be a (module, name) pair of 2 items, got "
+                          f"{pair!r:.80}") from None
+    _check_target(module, name, func)
+    return module, name
 
 
 def _scores(pairs: Sequence[Pair], importance_scores: Any, func: str) -> List[torch.Tensor]:
@@ -53,8 +66,9 @@ def _scores(pairs: Sequence[Pair], importance_scores: Any, func: str) -> List[to
         tensor = getattr(module, name)
         score = given.get((module, name), tensor)
         if score.shape != tensor.shape:
-            raise ShapeMismatchError(f"{func}(): importance_scores for parameters[{i}] ({type(module).__name__}."
-                                     f"{name}) have shape {tuple(score.shape)}, the parameter {tuple(tensor.shape)}")
+            raise GlobalScoresShapeError(f"{func}(): importance_scores for parameters[{i}] ({type(module).__name__}."
+                                         f"{name}) have shape {tuple(score.shape)}, the parameter "
+                                         f"{tuple(tensor.shape)}; they must match")
         out.append(score)
     return out
 
@@ -172,14 +186,23 @@ def global_structured(parameters: Iterable, amount: Amount, pattern: str = "4x1"
     scores = _scores(pairs, importance_scores, "global_structured")
     labels = [f"parameters[{i}] ({type(m).__name__}.{n})" for i, (m, n) in enumerate(pairs)]
     pat = engine_pattern(pattern, criterion_reduce_type, "global", hi, lo)
-    pre = {lab: _current_mask(m, n) != 0 for lab, (m, n) in zip(labels, pairs) if _current_mask(m, n) is not None}
-    units = {lab: pat.units(lab, tuple(s.shape)) for lab, s in zip(labels, scores)
-             if pat.check_shape(lab, tuple(s.shape)) is None}
+    units, misfits = {}, {}
+    for lab, s in zip(labels, scores):
+        try:
+            units[lab] = fitting_units(pat, lab, tuple(s.shape))
+        except PatternShapeError as exc:
+            misfits[lab] = str(exc)
     if not units:
-        raise NoPrunableLayerError(f"global_structured(): no parameter fits pattern {pattern!r}: " + "; ".join(
-            f"{lab} {tuple(s.shape)}" for lab, s in zip(labels, scores)))
+        raise NoPrunableLayerError(f"global_structured(): no parameter fits pattern {pattern!r}: "
+                                   + "; ".join(misfits.values()) + ". Choose a pattern these shapes fit")
+    for reason in misfits.values():
+        warn_user(f"global_structured(): {reason}; that parameter is left dense")
+    pre = {lab: _current_mask(m, n) != 0 for lab, (m, n) in zip(labels, pairs)
+           if lab in units and _current_mask(m, n) is not None}
     target = unit_target(units, pre, amount, pattern)
-    keep = compute_masks({lab: torch.abs(s.detach()) for lab, s in zip(labels, scores)}, pat, target,
-                         scope="global", max_sparsity_ratio_per_op=hi, pre_masks=pre)
+    keep = compute_masks({lab: torch.abs(s.detach()) for lab, s in zip(labels, scores) if lab in units}, pat,
+                         target, scope="global", max_sparsity_ratio_per_op=hi, pre_masks=pre)
     for lab, (module, name) in zip(labels, pairs):
-        custom_from_mask(module, name, mask=keep[lab].to(dtype=getattr(module, name).dtype))
+        tensor = getattr(module, name)
+        mask = keep[lab] if lab in keep else torch.ones(tensor.shape, dtype=torch.bool)  # a misfit stays as it is
+        custom_from_mask(module, name, mask=mask.to(dtype=tensor.dtype))

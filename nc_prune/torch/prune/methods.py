@@ -14,8 +14,8 @@ from torch import nn
 
 from ._errors import NotPrunedError, ShapeMismatchError
 from ._select import topk_masks
-from .base import (Amount, BasePruningMethod, channel_mask, units_to_prune, validate_amount,
-                   validate_amount_init, validate_dim, validate_structured)
+from .base import (Amount, BasePruningMethod, channel_mask, channel_norms, check_module, checked_dim, units_to_prune,
+                   validate_amount, validate_amount_init, validate_structured)
 
 
 class Identity(BasePruningMethod):
@@ -88,13 +88,13 @@ class CountedStructured(BasePruningMethod):
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         validate_structured(t)
-        validate_dim(t, self.dim)
-        channels = t.shape[self.dim]
+        dim = checked_dim(t, self.dim)
+        channels = t.shape[dim]
         count = units_to_prune(self.amount, channels)
         validate_amount(count, channels, "channels")
         if count == 0:
             return default_mask
-        mask = channel_mask(t, self.dim, self.kept(t, channels, count))
+        mask = channel_mask(t, dim, self.kept(t, channels, count))
         mask *= default_mask.to(dtype=mask.dtype)
         return mask
 
@@ -116,12 +116,6 @@ class RandomStructured(CountedStructured):
         return super().apply(module, name, amount=amount, dim=dim)
 
 
-def channel_norms(t: torch.Tensor, n: Any, dim: int) -> torch.Tensor:
-    """The L``n`` norm of every channel along ``dim`` (over all other dimensions), as ``torch.norm`` gives."""
-    dim %= t.dim()
-    return torch.norm(t.detach(), p=n, dim=[d for d in range(t.dim()) if d != dim])
-
-
 class LnStructured(CountedStructured):
     """Prunes the ``amount`` channels along ``dim`` of smallest L``n`` norm (``n`` as ``p`` of ``torch.norm``)."""
 
@@ -130,7 +124,7 @@ class LnStructured(CountedStructured):
         self.n = n
 
     def kept(self, t: torch.Tensor, channels: int, count: int) -> torch.Tensor:
-        return topk_masks([channel_norms(t, self.n, self.dim)], channels - count, largest=True)[0]
+        return topk_masks([channel_norms(t.detach(), self.n, self.dim)], channels - count, largest=True)[0]
 
     @classmethod
     def apply(cls, module: nn.Module, name: str, amount: Amount, n: Any,  # type: ignore[override]
@@ -216,6 +210,7 @@ def remove(module: nn.Module, name: str) -> nn.Module:
     >>> sorted(m.state_dict())
     ['bias', 'weight']
     """
+    check_module(module, "remove")
     for key, hook in module._forward_pre_hooks.items():
         if isinstance(hook, BasePruningMethod) and hook._tensor_name == name:
             hook.remove(module)
@@ -227,10 +222,12 @@ def remove(module: nn.Module, name: str) -> nn.Module:
 
 def is_pruned(module: nn.Module) -> bool:
     """Whether ``module`` or any of its submodules carries a pruning method."""
+    check_module(module, "is_pruned")
     return any(isinstance(hook, BasePruningMethod)
                for sub in module.modules() for hook in sub._forward_pre_hooks.values())
 
 
-__all__ = ["Identity", "CountedUnstructured", "CountedStructured", "RandomUnstructured", "L1Unstructured", "RandomStructured", "LnStructured", "CustomFromMask",
-           "identity", "random_unstructured", "l1_unstructured", "random_structured", "ln_structured",
-           "custom_from_mask", "remove", "is_pruned", "channel_norms"]
+__all__ = ["Identity", "CountedUnstructured", "CountedStructured", "RandomUnstructured", "L1Unstructured",
+           "RandomStructured", "LnStructured", "CustomFromMask", "identity", "random_unstructured",
+           "l1_unstructured", "random_structured", "ln_structured", "custom_from_mask", "remove", "is_pruned",
+           "channel_norms"]

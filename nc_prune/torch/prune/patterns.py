@@ -13,17 +13,17 @@ units already fully pruned stay pruned and do not count as unpruned.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ...core.config import REDUCE_TYPES, _choice, parse_pattern
-from ...core.errors import ConfigError
+from ...core.errors import ConfigError, PatternShapeError
 from ...core.masks import compute_masks
 from ...core.patterns.base import LayerUnits, Pattern, get_pattern
 from .._adapter import tensor_to_numpy
-from .base import Amount, BasePruningMethod, units_to_prune, validate_amount, validate_amount_init
+from .base import Amount, BasePruningMethod, _check_target, units_to_prune, validate_amount, validate_amount_init
 
 _LABEL = "tensor"
 
@@ -35,6 +35,15 @@ def engine_pattern(pattern: str, criterion_reduce_type: str, scope: str = "local
     parse_pattern(pattern)
     return get_pattern({"pattern": pattern, "pruning_scope": scope, "criterion_reduce_type": criterion_reduce_type,
                         "max_sparsity_ratio_per_op": max_ratio, "min_sparsity_ratio_per_op": min_ratio})
+
+
+def fitting_units(pat: Pattern, label: str, shape: Tuple[int, ...]) -> LayerUnits:
+    """The engine's units of a tensor of ``shape``, or a :class:`PatternShapeError` naming ``label`` and the fix."""
+    shape = tuple(int(v) for v in shape)
+    if 0 in shape:
+        raise PatternShapeError(f"{label} has shape {shape}, with no weights in it, so pattern {pat.pattern!r} has "
+                                f"nothing to prune there; leave it out of pruning (a zero-size tensor needs none)")
+    return pat.layer_units(label, shape)
 
 
 def unit_target(units: Dict[str, LayerUnits], pre: Dict[str, torch.Tensor], amount: Amount,
@@ -70,7 +79,8 @@ class PatternStructured(BasePruningMethod):
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         pat = engine_pattern(self.pattern, self.criterion_reduce_type)
         pre = {_LABEL: default_mask != 0}
-        target = unit_target({_LABEL: pat.units(_LABEL, tuple(t.shape))}, pre, self.amount, self.pattern)
+        label = "the tensor" if self._tensor_name is None else f"the tensor {self._tensor_name!r}"
+        target = unit_target({_LABEL: fitting_units(pat, label, tuple(t.shape))}, pre, self.amount, self.pattern)
         keep = compute_masks({_LABEL: torch.abs(t.detach())}, pat, target, scope="local",
                              max_sparsity_ratio_per_op=1.0, pre_masks=pre)[_LABEL]
         return default_mask * keep.to(dtype=default_mask.dtype, device=default_mask.device)
@@ -79,6 +89,10 @@ class PatternStructured(BasePruningMethod):
     def apply(cls, module: nn.Module, name: str, amount: Amount, pattern: str = "4x1",  # type: ignore[override]
               criterion_reduce_type: str = "mean",
               importance_scores: Optional[torch.Tensor] = None) -> "PatternStructured":
+        current = _check_target(module, name, f"{cls.__name__}.apply")
+        if isinstance(current, torch.Tensor):  # anything else is refused by BasePruningMethod.apply, with the reason
+            fitting_units(engine_pattern(pattern, criterion_reduce_type), f"{type(module).__name__}.{name}",
+                          tuple(current.shape))
         return super().apply(module, name, amount=amount, pattern=pattern,
                              criterion_reduce_type=criterion_reduce_type, importance_scores=importance_scores)
 

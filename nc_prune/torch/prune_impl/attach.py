@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ...core.errors import ConfigError, ConfigTypeError, NoPrunableLayerError, PruningStateError
+from ...core.errors import ConfigError, ConfigTypeError, NoPrunableLayerError, PatternShapeError, PruningStateError
 from .base import PruneImplBase
 
 DEFAULT_TYPES: Tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -27,16 +27,36 @@ def _constructor(impl: ImplSpec, kwargs: Dict[str, Any]) -> Callable[[], PruneIm
     return lambda: impl(**kwargs)
 
 
-def _selected(model: nn.Module, types: Sequence[type], op_names: Optional[Sequence[str]],
-              excluded: Sequence[str], tensor_name: str) -> List[Tuple[str, nn.Module]]:
+def _regexes(key: str, patterns: Optional[Sequence[str]]) -> List[re.Pattern]:
+    """The compiled regexes of ``op_names`` / ``excluded_op_names``; an error names the one that is wrong."""
+    if patterns is None:
+        return []
+    if isinstance(patterns, str) or not isinstance(patterns, (list, tuple)):
+        raise ConfigTypeError(f"attach_prune_impl(): {key} is a list of regexes; got {type(patterns).__name__} "
+                              f"{patterns!r}. Wrap a single one in a list: {key}=[{patterns!r}]")
+    compiled = []
+    for i, pattern in enumerate(patterns):
+        if not isinstance(pattern, str):
+            raise ConfigTypeError(f"attach_prune_impl(): {key}[{i}] must be a regex string, got "
+                                  f"{type(pattern).__name__} {pattern!r}")
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise ConfigError(f"attach_prune_impl(): {key}[{i}] = {pattern!r} is not a valid regular expression: "
+                              f"{exc}. Fix it, or pass re.escape(name) to match a layer name literally") from None
+    return compiled
+
+
+def _selected(model: nn.Module, types: Sequence[type], op_names: List[re.Pattern],
+              excluded: List[re.Pattern], tensor_name: str) -> List[Tuple[str, nn.Module]]:
     out = []
     for name, module in model.named_modules():
         if not isinstance(module, tuple(types)) or not isinstance(getattr(module, tensor_name, None), nn.Parameter) \
                 and not parametrize.is_parametrized(module, tensor_name):
             continue
-        if op_names and not any(re.search(p, name) for p in op_names):
+        if op_names and not any(p.search(name) for p in op_names):
             continue
-        if any(re.search(p, name) for p in excluded):
+        if any(p.search(name) for p in excluded):
             continue
         out.append((name, module))
     return out
@@ -76,10 +96,9 @@ def attach_prune_impl(model: nn.Module, impl: ImplSpec, *, module_types: Sequenc
     >>> int((net[0].weight == 0).sum())
     32
     """
-    if isinstance(op_names, str) or isinstance(excluded_op_names, str):
-        raise ConfigTypeError("op_names and excluded_op_names are lists of regexes; wrap a single one in a list")
+    wanted, excluded = _regexes("op_names", op_names), _regexes("excluded_op_names", excluded_op_names)
     make = _constructor(impl, kwargs)
-    chosen = _selected(model, module_types, op_names, excluded_op_names, tensor_name)
+    chosen = _selected(model, module_types, wanted, excluded, tensor_name)
     if not chosen:
         layers = ", ".join(f"{n} ({type(m).__name__})" for n, m in model.named_modules() if n)[:400] or "none"
         raise NoPrunableLayerError(f"attach_prune_impl() matched no layer with a {tensor_name!r} parameter "
@@ -94,7 +113,11 @@ def attach_prune_impl(model: nn.Module, impl: ImplSpec, *, module_types: Sequenc
         inst = make()
         if not isinstance(inst, PruneImplBase):
             raise ConfigTypeError(f"the constructor built a {type(inst).__name__}, not a PruneImplBase")
-        inst.pruning_scheme.check(name, tuple(getattr(module, tensor_name).shape))
+        try:
+            inst.pruning_scheme.check(name, tuple(getattr(module, tensor_name).shape))
+        except PatternShapeError as exc:
+            raise PatternShapeError(f"attach_prune_impl(): {exc}. To attach to the other layers, leave this one out "
+                                    f"with excluded_op_names=[{'^' + re.escape(name) + '$'!r}]") from None
         built[name] = inst
     for name, module in chosen:
         parametrize.register_parametrization(module, tensor_name, built[name])

@@ -25,9 +25,9 @@ from typing import Any, ClassVar, Dict, Optional
 import torch
 from torch import nn
 
-from ...core.config import _integer, _number
 from ...core.errors import ConfigError, ConfigTypeError, PruningStateError
 from ...core.registry import Registry
+from ._checks import integer, number
 from .registry import PartialConstructor, RegistryMixin
 from .schedules import SparsityScheduleBase
 from .schemes import NMStructured, PruningScheme, scheme_mask
@@ -58,7 +58,8 @@ class PruneImplBase(RegistryMixin, nn.Module, abc.ABC):
         if kwargs:
             raise ConfigError(f"{type(self).__name__} got unknown arguments {sorted(kwargs)}; it takes "
                               f"target_sparsity, pruning_scheme and schedule")
-        target = _number("target_sparsity", target_sparsity, None, 0.0, 1.0)
+        target = number(type(self).__name__, "target_sparsity", target_sparsity, 0.0, 1.0,
+                        "the fraction of weights to prune in the end, a number in [0, 1] such as 0.5")
         if not isinstance(pruning_scheme, PruningScheme):
             raise ConfigTypeError(f"pruning_scheme must be a PruningScheme such as Unstructured() or "
                                   f"NMStructured(2, 4), got {type(pruning_scheme).__name__} {pruning_scheme!r}")
@@ -71,7 +72,7 @@ class PruneImplBase(RegistryMixin, nn.Module, abc.ABC):
         self.pruning_scheme = pruning_scheme
         if schedule is not None:
             self.schedule = schedule
-        self._sparsity = target if schedule is None else self._checked(schedule.compute_sparsity(0, target, None))
+        self._sparsity = target if schedule is None else self._scheduled(schedule, 0, None)
         self._mask_sparsity: Optional[float] = None
         self.register_buffer("mask", None)
         self._register_load_state_dict_pre_hook(_make_room_for_mask, with_module=True)
@@ -108,15 +109,22 @@ class PruneImplBase(RegistryMixin, nn.Module, abc.ABC):
         Raises:
             RuntimeError: no schedule is attached (:class:`~nc_prune.core.errors.PruningStateError`).
         """
+        owner = f"{type(self).__name__}.update_sparsity()"
         if self.schedule is None:
-            raise PruningStateError(f"{type(self).__name__}.update_sparsity() needs a schedule: set "
-                                    f"impl.schedule = PolynomialDecaySchedule(total_iters=...) (or pass "
-                                    f"schedule= to the constructor) first")
-        step = _integer("step_count", step_count, None, 0)
-        self._sparsity = self._checked(self.schedule.compute_sparsity(step, self.target_sparsity, self._sparsity))
+            raise PruningStateError(f"{owner} needs a schedule: set impl.schedule = "
+                                    f"PolynomialDecaySchedule(total_iters=...) (or pass schedule= to the constructor) "
+                                    f"first")
+        if not isinstance(self.schedule, SparsityScheduleBase):
+            raise ConfigTypeError(f"{owner}: impl.schedule is a {type(self.schedule).__name__}, not a "
+                                  f"SparsityScheduleBase; set it to a schedule such as "
+                                  f"PolynomialDecaySchedule(total_iters=...), or to None")
+        step = integer(owner, "step_count", step_count, 0)
+        self._sparsity = self._scheduled(self.schedule, step, self._sparsity)
 
-    def _checked(self, value: float) -> float:
-        value = _number("scheduled sparsity", value, None, 0.0, 1.0)
+    def _scheduled(self, schedule: SparsityScheduleBase, step: int, prev: Optional[float]) -> float:
+        """The schedule's sparsity at ``step``, checked, and capped at what the scheme can reach."""
+        value = number(f"{type(schedule).__name__}.compute_sparsity()", "returned sparsity",
+                       schedule.compute_sparsity(step, self.target_sparsity, prev), 0.0, 1.0, "a fraction in [0, 1]")
         return min(value, self.pruning_scheme.max_sparsity)
 
     @classmethod

@@ -10,11 +10,11 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Tuple
 
-from ...core.config import _integer, _number
 from ...core.registry import Registry
 from ...core.schedulers import polynomial_decay, sparsity_at
+from ._checks import FRACTION, integer, number, store
 from .registry import RegistryMixin
 
 
@@ -28,6 +28,12 @@ class SparsityScheduleBase(RegistryMixin, abc.ABC):
                          prev_sparsity: Optional[float] = None) -> float:
         """The sparsity to apply at ``step_count`` (``prev_sparsity`` is accepted and not needed here)."""
 
+    def _arguments(self, step_count: int, target_sparsity: float) -> Tuple[int, float]:
+        """``step_count`` and ``target_sparsity`` checked: an int >= 0 and a fraction."""
+        owner = f"{type(self).__name__}.compute_sparsity()"
+        return (integer(owner, "step_count", step_count, 0),
+                number(owner, "target_sparsity", target_sparsity, 0.0, 1.0, FRACTION))
+
 
 @SparsityScheduleBase.register("constant")
 @dataclass(frozen=True)
@@ -37,10 +43,11 @@ class ConstantSparsitySchedule(SparsityScheduleBase):
     begin_step: int = 0
 
     def __post_init__(self) -> None:
-        _integer("begin_step", self.begin_step, None, 0)
+        store(self, begin_step=integer(type(self).__name__, "begin_step", self.begin_step, 0))
 
     def compute_sparsity(self, step_count: int, target_sparsity: float,
                          prev_sparsity: Optional[float] = None) -> float:
+        step_count, target_sparsity = self._arguments(step_count, target_sparsity)
         return sparsity_at(step_count, self.begin_step, self.begin_step, 1, target_sparsity, init=0.0)
 
 
@@ -62,14 +69,17 @@ class PolynomialDecaySchedule(SparsityScheduleBase):
     update_frequency: int = 1
 
     def __post_init__(self) -> None:
-        _integer("total_iters", self.total_iters, None, 1)
-        _integer("begin_step", self.begin_step, None, 0)
-        _integer("update_frequency", self.update_frequency, None, 1)
-        _number("power", self.power, None, 0.0, math.inf, lo_open=True)
-        _number("initial_sparsity", self.initial_sparsity, None, 0.0, 1.0)
+        owner = type(self).__name__
+        store(self, total_iters=integer(owner, "total_iters", self.total_iters, 1),
+              begin_step=integer(owner, "begin_step", self.begin_step, 0),
+              update_frequency=integer(owner, "update_frequency", self.update_frequency, 1),
+              power=number(owner, "power", self.power, 0.0, math.inf, "a finite number > 0 (1 is linear, 3 cubic)",
+                           lo_open=True, hi_open=True),
+              initial_sparsity=number(owner, "initial_sparsity", self.initial_sparsity, 0.0, 1.0, FRACTION))
 
     def compute_sparsity(self, step_count: int, target_sparsity: float,
                          prev_sparsity: Optional[float] = None) -> float:
+        step_count, target_sparsity = self._arguments(step_count, target_sparsity)
         if step_count >= self.begin_step + self.total_iters:
             return target_sparsity
         index = (step_count - self.begin_step) // self.update_frequency

@@ -18,6 +18,7 @@ down to a whole number of units (7 channels at 0.5 prune 3).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Tuple
 
@@ -28,6 +29,7 @@ from ...core.errors import ConfigError, ConfigTypeError, PatternShapeError
 from ...core.masks import compute_masks
 from ...core.patterns.base import get_pattern
 from ...core.registry import Registry
+from ._checks import FRACTION, integer, number, store
 from .registry import RegistryMixin
 
 
@@ -53,12 +55,21 @@ class PruningScheme(RegistryMixin):
                                     f"(out, in, *kernel), got shape {tuple(shape)}")
         return tuple(shape)
 
-    def check(self, name: str, shape: Tuple[int, ...]) -> None:
-        """Raise :class:`PatternShapeError` naming ``name`` when a weight of ``shape`` does not fit."""
-        view = self.view_shape(tuple(shape))
-        reason = get_pattern({"pattern": self.pattern_for(view)}).check_shape(name, view)
+    def check(self, name: str, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """The engine's view of a weight of ``shape``, or a :class:`PatternShapeError` naming ``name``."""
+        shape = tuple(int(v) for v in shape)
+        if 0 in shape:
+            raise PatternShapeError(f"{name!r}: a weight of shape {shape} holds no weights, so {self!r} has nothing "
+                                    f"to prune there; leave that layer unpruned (a zero-size weight needs none)")
+        try:
+            view = self.view_shape(shape)
+            pattern = self.pattern_for(view)
+        except (PatternShapeError, ConfigError) as exc:  # they cannot name the layer; say which one it is
+            raise type(exc)(f"{name!r}: {exc}") from None
+        reason = get_pattern({"pattern": pattern}).check_shape(name, view)
         if reason:
             raise PatternShapeError(f"{reason}; {type(self).__name__} cannot prune {name!r}")
+        return view
 
 
 @PruningScheme.register("unstructured")
@@ -70,7 +81,7 @@ class Unstructured(PruningScheme):
         return "1x1"
 
     def view_shape(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
-        return tuple(shape) if len(shape) >= 2 else (1, max(1, int(torch.Size(shape).numel())))
+        return tuple(shape) if len(shape) >= 2 else (1, int(torch.Size(shape).numel()))
 
 
 @PruningScheme.register("channel")
@@ -81,8 +92,15 @@ class ChannelStructured(PruningScheme):
     axis: int = 0  # type: ignore[misc]
 
     def __post_init__(self) -> None:
-        if isinstance(self.axis, bool) or not isinstance(self.axis, int):
-            raise ConfigTypeError(f"ChannelStructured.axis must be an int (0 or 1), got {self.axis!r}")
+        axis = self.axis
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise ConfigTypeError(f"ChannelStructured.axis must be an int (0 or 1), got {type(axis).__name__} "
+                                  f"{axis!r}")
+        if axis > 1:
+            raise ConfigError(f"ChannelStructured(axis={axis}): axis names the output (0) or input (1) channels of "
+                              f"the (out, in, *kernel) weight layout; a negative axis counts from the last "
+                              f"dimension (-1 is the input axis of a Linear weight)")
+        store(self, axis=int(axis))
 
     def pattern_for(self, shape: Tuple[int, ...]) -> str:
         axis = self.axis + len(shape) if self.axis < 0 else self.axis
@@ -101,10 +119,10 @@ class BlockStructured(PruningScheme):
 
     def __post_init__(self) -> None:
         size = self.block_size
-        if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                   and v >= 1 for v in size)):
-            raise ConfigError(f"BlockStructured.block_size must be a pair of positive ints, e.g. (4, 1); "
-                              f"got {size!r}")
+        if not (isinstance(size, (tuple, list)) and len(size) == 2):
+            raise ConfigTypeError(f"BlockStructured.block_size must be a pair (rows, cols) of ints >= 1, e.g. (4, 1); "
+                                  f"got {type(size).__name__} {size!r}")
+        store(self, block_size=tuple(integer("BlockStructured", f"block_size[{i}]", v, 1) for i, v in enumerate(size)))
 
     def pattern_for(self, shape: Tuple[int, ...]) -> str:
         return f"{self.block_size[0]}x{self.block_size[1]}"
@@ -119,9 +137,8 @@ class NMStructured(PruningScheme):
     m: int = 4
 
     def __post_init__(self) -> None:
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.n, self.m)):
-            raise ConfigTypeError(f"NMStructured needs int n and m, got n={self.n!r}, m={self.m!r}")
-        parse_pattern(f"{self.n}:{self.m}")  # 1 <= n < m, with a message saying so
+        store(self, n=integer("NMStructured", "n", self.n, 1), m=integer("NMStructured", "m", self.m, 1))
+        parse_pattern(f"{self.n}:{self.m}")  # n < m, with a message saying so
 
     @property
     def max_sparsity(self) -> float:
@@ -131,16 +148,19 @@ class NMStructured(PruningScheme):
         return f"{self.n}:{self.m}"
 
 
-def scheme_mask(scores: torch.Tensor, sparsity: float, scheme: PruningScheme) -> torch.Tensor:
+def scheme_mask(scores: torch.Tensor, sparsity: float, scheme: PruningScheme, name: str = "weight") -> torch.Tensor:
     """Boolean keep-mask pruning the lowest ``scores`` to ``sparsity`` in the structure of ``scheme``.
+
+    ``name`` names the weight in errors (a shape that does not fit ``scheme``).
 
     >>> scheme_mask(torch.tensor([[4., 1., 3., 2.]]), 0.5, NMStructured(2, 4)).tolist()
     [[True, False, True, False]]
     """
-    view = scheme.view_shape(tuple(scores.shape))
+    view = scheme.check(name, tuple(scores.shape))
+    sparsity = number("scheme_mask", "sparsity", sparsity, 0.0, 1.0, FRACTION)
     if sparsity > scheme.max_sparsity + 1e-9:
         raise ConfigError(f"sparsity {sparsity} is above what {scheme} can reach ({scheme.max_sparsity}); "
                           f"lower target_sparsity or choose another scheme")
-    keep = compute_masks({"weight": scores.detach().reshape(view)}, scheme.pattern_for(view), float(sparsity),
-                         scope="local", max_sparsity_ratio_per_op=1.0)["weight"]
+    keep = compute_masks({name: scores.detach().reshape(view)}, scheme.pattern_for(view), sparsity,
+                         scope="local", max_sparsity_ratio_per_op=1.0)[name]
     return keep.reshape(scores.shape)
