@@ -226,6 +226,7 @@ def test_inc_channel_patterns_on_conv_are_kernel_position_blocks(inc, case):
     explicit = f"1x{i}" if case["pattern"] == "1xchannel" else f"{o}x1"
     assert json.loads(str(out[case["id"] + "/#block_size"]))["conv"] == ([1, i] if case["pattern"] == "1xchannel" else [o, 1])
     assert np.array_equal(_ours(scores, case, explicit)["conv"], theirs)
+    assert np.array_equal(_ours(scores, case, "inc_" + case["pattern"])["conv"], theirs)  # INC's meaning, by name
     # and not nc_prune's whole filters / whole input channels
     ours = _ours(scores, case)["conv"]
     assert not np.array_equal(ours, theirs)

@@ -217,3 +217,14 @@ def test_a_zero_size_layer_is_left_dense_with_a_warning_naming_it(pattern):
     assert masks["empty"].shape == (0, 8) and int((~masks["fc"]).sum()) == 32
     with pytest.raises(NoPrunableLayerError, match=r"no layer fits pattern.*'empty'.*no weights"), pytest.warns(UserWarning):
         compute_masks({"empty": np.ones((4, 0))}, pattern, 0.5)
+
+
+def test_inc_channel_patterns_by_name_are_kernel_position_blocks_on_conv_and_channels_on_linear():
+    w = np.random.default_rng(0).random((2, 3, 2, 2))  # 2 filters, 3 inputs, 2x2 kernel: 12 columns
+    keep = to_2d(compute_masks({"conv": w}, "inc_channelx1", 0.5)["conv"])
+    assert sorted(keep.sum(axis=0).tolist()) == [0] * 6 + [2] * 6  # 6 of 12 columns, each whole
+    keep = to_2d(compute_masks({"conv": w}, "inc_1xchannel", 0.5)["conv"]).reshape(2, 4, 3)
+    assert sorted(keep.sum(axis=2).reshape(-1).tolist()) == [0] * 4 + [3] * 4  # 3 inputs at one position
+    lin = np.random.default_rng(1).random((4, 6))
+    for inc, ours in (("inc_channelx1", "channelx1"), ("inc_1xchannel", "1xchannel")):
+        assert np.array_equal(compute_masks({"fc": lin}, inc, 0.5)["fc"], compute_masks({"fc": lin}, ours, 0.5)["fc"])

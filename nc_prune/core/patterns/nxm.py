@@ -163,3 +163,22 @@ class PatternNxM(Pattern):
                 f"{self.pattern!r}: needs out % {bh} == 0 and columns % {bw} == 0"
             )
         return BlockUnits(shape, bh, bw)
+
+
+@register_pattern("inc_channelx1")
+@register_pattern("inc_1xchannel")
+class PatternINCChannel(Pattern):
+    """INC's ``channelx1`` / ``1xchannel`` exactly as INC pruned convolutions, for configs that must match it.
+
+    INC took the block size from the raw ``(O, I, kh, kw)`` shape: ``channelx1`` became ``O x 1`` blocks and
+    ``1xchannel`` ``1 x I`` blocks of the ``(O, kh·kw·I)`` view, so on a conv its "channel" is one input
+    channel at *one kernel position* (``inc_channelx1``) or one filter's I inputs at one kernel position
+    (``inc_1xchannel``) — not nc_prune's whole input channel or whole filter. On Linear layers both equal
+    ``channelx1`` and ``1xchannel``. Worked example, a conv of 2 filters, 3 input channels, 2x2 kernel
+    (12 columns, input fastest): ``inc_channelx1`` has 12 units of 2 weights, ``channelx1`` 3 units of 8.
+    """
+
+    def units(self, name: str, shape: Tuple[int, ...]) -> LayerUnits:
+        shape = tuple(int(s) for s in shape)
+        _check_ndim(name, shape, self.pattern)
+        return BlockUnits(shape, shape[0], 1) if self.pattern == "inc_channelx1" else BlockUnits(shape, 1, shape[1])
