@@ -53,11 +53,13 @@ DEFAULTS: Dict[str, Any] = {
     "backend": None,
     "progressive_steps": 4,
     "progressive_type": "scores",
+    "global_target": "weights",
 }
 
 PRUNING_SCOPES = ("global", "local")
 REDUCE_TYPES = ("mean", "sum", "max")
 PROGRESSIVE_TYPES = ("scores", "linear")
+GLOBAL_TARGETS = ("weights", "units")
 BACKENDS = (None, "pytorch", "torch", "keras", "tensorflow", "itex")
 
 # One spelling rule for every pattern string, wherever it is read (configs, compute_masks, the drop-in):
@@ -264,6 +266,7 @@ _CHECKS: Dict[str, Callable[[str, Any, Optional[int]], Any]] = {
     "backend": lambda k, v, g: _choice(k, v, g, BACKENDS),
     "progressive_steps": lambda k, v, g: _integer(k, v, g, 1, hi=254),
     "progressive_type": lambda k, v, g: _choice(k, v, g, PROGRESSIVE_TYPES),
+    "global_target": lambda k, v, g: _choice(k, v, g, GLOBAL_TARGETS),
 }
 if set(_CHECKS) != set(DEFAULTS):  # pragma: no cover - guards edits to this module
     raise RuntimeError("nc_prune.core.config: every default key needs a check")

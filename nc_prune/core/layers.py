@@ -5,11 +5,11 @@
    also answers to ``"Linear"``.
 2. ``op_names``: regexes searched in the layer name (``re.search``); an empty list takes every candidate.
 3. ``excluded_op_names``: regexes that remove layers again.
-4. The classifier head — the last linear layer of the model — is left out unless an ``op_names``
-   regex matches its whole name.
+4. The classifier head — the last linear layer of the model — is left out unless named on purpose: an
+   ``op_names`` regex matches its whole name and no other layer's (``"lm_head"``, not ``".*"``).
 5. A frozen weight (``requires_grad=False`` / ``trainable=False``) and a weight shared with another module
-   (tied embeddings, one Parameter used twice) are left out, with the reason, unless an ``op_names``
-   regex matches the layer's whole name: then it is pruned on purpose, once.
+   (tied embeddings, one Parameter used twice) are left out, with the reason, unless named on purpose in
+   the same way: then it is pruned on purpose, once.
 
 A layer claimed by two groups, and a group that selects nothing, are errors. :func:`plan_layers` also
 records *why* every other layer stays dense, as data (:class:`Decision`), for reports and the CLI.
@@ -83,11 +83,26 @@ def _describe(group: Mapping, index: int) -> str:
 
 
 #: The rules in the order they are applied; a layer left out by every group keeps the reason of the rule
-#: it got furthest to (so a frozen Linear reads "frozen", not "type not in pruning_op_types").
-_RULES = ("type", "op_names", "excluded", "head", "frozen", "shared")
+#: it got furthest to (so a frozen Linear reads "frozen", not "type not in pruning_op_types"). A tied head is
+#: "shared" first: that is the reason that costs something (pruning it would zero the embedding).
+_RULES = ("type", "op_names", "excluded", "shared", "frozen", "head")
 
 
-def _why_not(layer: LayerInfo, group: Mapping, head: Optional[str]) -> Optional[Tuple[int, str, str]]:
+def _singled_out(layers: Sequence[LayerInfo], group: Mapping) -> frozenset:
+    """The layers an ``op_names`` regex names on purpose: it matches the layer's whole name and no other's.
+
+    ``".*"`` (INC users' "everything") names no layer on purpose; ``"lm_head"`` or ``"he.d"`` does.
+    """
+    out = set()
+    for pattern in group["op_names"]:
+        hits = [l.name for l in layers if re.fullmatch(pattern, l.name)]
+        if len(hits) == 1:
+            out.add(hits[0])
+    return frozenset(out)
+
+
+def _why_not(layer: LayerInfo, group: Mapping, head: Optional[str],
+             named_on_purpose: frozenset = frozenset()) -> Optional[Tuple[int, str, str]]:
     """``None`` when ``group`` takes ``layer``; else (rule index, reason, how to take it anyway)."""
     names = group["op_names"]
     if not any(t in tn for t in group["pruning_op_types"] for tn in layer.type_names):
@@ -96,22 +111,23 @@ def _why_not(layer: LayerInfo, group: Mapping, head: Optional[str]) -> Optional[
         return 1, "no op_names regex matches", "add a regex matching it to op_names"
     if any(re.search(p, layer.name) for p in group["excluded_op_names"]):
         return 2, "matched by excluded_op_names", "narrow excluded_op_names"
-    named = any(re.fullmatch(p, layer.name) for p in names)
+    named = layer.name in named_on_purpose
     exactly = f"name it exactly in op_names ({re.escape(layer.name)!r})"
-    if layer.name == head and not named:
-        return 3, "classifier head", f"the last linear layer is left dense; {exactly} to prune it"
+    if layer.shared_with and not named:
+        return 3, f"weight shared with {', '.join(layer.shared_with)}", \
+            f"pruning it would zero that too; {exactly} to prune it on purpose, once"
     if not layer.trainable and not named:
         return 4, "frozen", f"requires_grad=False / trainable=False; {exactly} to prune it anyway"
-    if layer.shared_with and not named:
-        return 5, f"weight shared with {', '.join(layer.shared_with)}", \
-            f"pruning it would zero that too; {exactly} to prune it on purpose, once"
+    if layer.name == head and not named:
+        return 5, "classifier head", f"the last linear layer is left dense; {exactly} to prune it"
     return None
 
 
 def select_group(layers: Sequence[LayerInfo], group: Mapping, index: int) -> List[LayerInfo]:
     """The layers one group selects, before shape checks."""
     head = head_name(layers)
-    return [layer for layer in layers if _why_not(layer, group, head) is None]
+    named = _singled_out(layers, group)
+    return [layer for layer in layers if _why_not(layer, group, head, named) is None]
 
 
 def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> LayerPlan:
@@ -155,13 +171,14 @@ def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> Layer
             )
         plans.append(fitting)
     decisions: Dict[str, Decision] = {}
+    singled = [_singled_out(layers, g) for g in groups]
     for layer in layers:
         if layer.name in misfit:
             decisions[layer.name] = Decision(None, "shape does not fit the pattern", misfit[layer.name])
         elif layer.name in claimed:
             decisions[layer.name] = Decision(claimed[layer.name])
         else:
-            rule, reason, hint = max(_why_not(layer, g, head) for g in groups)
+            rule, reason, hint = max(_why_not(layer, g, head, named) for g, named in zip(groups, singled))
             decisions[layer.name] = Decision(None, reason, hint)
             if _RULES[rule] == "shared":
                 warn_user(f"layer {layer.name!r} is left dense: its {reason} ({hint})")
@@ -177,9 +194,10 @@ def _nothing_selected(layers: Sequence[LayerInfo], group: Mapping, i: int, head:
     sample = ", ".join(f"{l.name} ({l.type_names[0]})" for l in layers[:12]) or "none"
     more = f" and {len(layers) - 12} more" if len(layers) > 12 else ""
     reasons: Dict[str, List[str]] = {}
+    named = _singled_out(layers, group)
     for layer in layers:
-        why = _why_not(layer, group, head)
-        if why is not None and why[0] >= 4:  # say so when frozen or shared weights were all it found
+        why = _why_not(layer, group, head, named)
+        if why is not None and _RULES[why[0]] in ("shared", "frozen"):  # say so when that was all it found
             reasons.setdefault(_RULES[why[0]], []).append(layer.name)
     told = "".join(f"; left out as {kind}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
                    for kind, names in reasons.items())

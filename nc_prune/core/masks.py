@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Union
 
-from .config import DEFAULTS, PRUNING_SCOPES, REDUCE_TYPES, _choice, _number
+from .config import DEFAULTS, GLOBAL_TARGETS, PRUNING_SCOPES, REDUCE_TYPES, _choice, _number
 from .errors import ConfigTypeError, NoPrunableLayerError
 from .patterns.base import Pattern, get_pattern
 
@@ -18,6 +18,7 @@ def compute_masks(
     min_sparsity_ratio_per_op: float = DEFAULTS["min_sparsity_ratio_per_op"],
     pre_masks: Optional[Mapping[str, Any]] = None,
     criterion_reduce_type: str = "mean",
+    global_target: str = DEFAULTS["global_target"],
 ) -> Dict[str, Any]:
     """Boolean keep-masks (True = keep) for ``scores``; lower scores are pruned first.
 
@@ -29,11 +30,15 @@ def compute_masks(
             is read (how ``benchmarks/mask_3b.py`` masks 3e9 bf16 weights without a float copy).
         pattern: ``"4x1"``, ``"1x1"``, ``"1xchannel"``, ``"channelx1"``, ``"2:4"``, a registered pattern
             name, or a :class:`Pattern` instance.
-        target_sparsity: fraction of units to prune (of weights, for uniform units).
+        target_sparsity: fraction of the weights to prune (see ``global_target``).
         scope: ``"global"`` ranks all layers together; ``"local"`` applies the target to each layer.
         max_sparsity_ratio_per_op / min_sparsity_ratio_per_op: per-layer bounds.
         pre_masks: earlier masks; what they prune stays pruned.
         criterion_reduce_type: how a block's scores become one (``mean``, ``sum``, ``max``).
+        global_target: in global scope, ``"weights"`` makes the target a fraction of the weights — units
+            of different sizes (``1xchannel`` over rows of different lengths) each count their size, and the
+            pruned weights fall short of the target by less than one unit — and ``"units"`` a fraction of the
+            units, as INC counted. Units of one size give the same masks either way.
 
     >>> import numpy as np
     >>> w = np.array([[9., 1.], [8., 1.], [1., 7.], [1., 7.]])
@@ -50,6 +55,7 @@ def compute_masks(
     _number("target_sparsity", target_sparsity, None, 0.0, 1.0)
     _choice("scope", scope, None, PRUNING_SCOPES)
     _choice("criterion_reduce_type", criterion_reduce_type, None, REDUCE_TYPES)
+    _choice("global_target", global_target, None, GLOBAL_TARGETS)
     hi = _number("max_sparsity_ratio_per_op", max_sparsity_ratio_per_op, None, 0.0, 1.0)
     lo = _number("min_sparsity_ratio_per_op", min_sparsity_ratio_per_op, None, 0.0, 1.0)
     if isinstance(pattern, Pattern):
@@ -57,7 +63,7 @@ def compute_masks(
     else:
         pat = get_pattern({
             "pattern": pattern, "pruning_scope": scope, "criterion_reduce_type": criterion_reduce_type,
-            "max_sparsity_ratio_per_op": hi, "min_sparsity_ratio_per_op": lo,
+            "max_sparsity_ratio_per_op": hi, "min_sparsity_ratio_per_op": lo, "global_target": global_target,
         })
     fn = pat.get_masks_global if scope == "global" else pat.get_masks_local
     return fn(scores, target_sparsity, pre_masks, hi)

@@ -7,6 +7,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from .patterns.base import get_pattern
+
 
 @dataclass(frozen=True)
 class LayerSparsity:
@@ -16,10 +18,17 @@ class LayerSparsity:
     zeros: int
     pattern: str = "-"
     note: str = ""
+    units: int = 0
+    pruned_units: int = 0
 
     @property
     def ratio(self) -> float:
         return self.zeros / self.params if self.params else 0.0
+
+    @property
+    def unit_ratio(self) -> float:
+        """Fraction of the pattern's units pruned (a unit counts when its mask prunes it; 0 without a mask)."""
+        return self.pruned_units / self.units if self.units else 0.0
 
 
 class SparsityReport:
@@ -30,15 +39,21 @@ class SparsityReport:
 
     @classmethod
     def from_arrays(cls, weights: Dict[str, Any], patterns: Optional[Dict[str, str]] = None,
-                    notes: Optional[Dict[str, str]] = None) -> "SparsityReport":
-        """Rows from ``{layer: weight}`` (canonical layout), the pattern of each pruned layer and a note on the
-        others (why the selection left them dense)."""
-        patterns, notes = patterns or {}, notes or {}
+                    notes: Optional[Dict[str, str]] = None, masks: Optional[Dict[str, Any]] = None) -> "SparsityReport":
+        """Rows from ``{layer: weight}`` (canonical layout), the pattern of each pruned layer, a note on the
+        others (why the selection left them dense) and, from ``masks`` (canonical keep-masks), how many of
+        each pruned layer's units are pruned — the ratio a unit-counting target (INC's) speaks of."""
+        patterns, notes, masks = patterns or {}, notes or {}, masks or {}
         rows = []
         for name, w in weights.items():
             a = np.asarray(w)
+            units = pruned = 0
+            if name in masks and name in patterns:
+                lu = get_pattern({"pattern": patterns[name]}).layer_units(name, a.shape)
+                units, pruned = lu.n_units, int(np.count_nonzero(lu.already_pruned(np.asarray(masks[name], bool))))
             rows.append(LayerSparsity(name, tuple(a.shape), int(a.size), int(a.size - np.count_nonzero(a)),
-                                      patterns.get(name, "-"), "" if name in patterns else notes.get(name, "")))
+                                      patterns.get(name, "-"), "" if name in patterns else notes.get(name, ""),
+                                      units, pruned))
         return cls(rows)
 
     @property
@@ -53,6 +68,12 @@ class SparsityReport:
     def total_ratio(self) -> float:
         return self.total_zeros / self.total_params if self.total_params else 0.0
 
+    @property
+    def total_unit_ratio(self) -> float:
+        """Pruned units over all units of the layers whose units are known (see :attr:`LayerSparsity.unit_ratio`)."""
+        units = sum(r.units for r in self.rows)
+        return sum(r.pruned_units for r in self.rows) / units if units else 0.0
+
     def __getitem__(self, name: str) -> LayerSparsity:
         for r in self.rows:
             if r.name == name:
@@ -61,22 +82,31 @@ class SparsityReport:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "layers": [dict(asdict(r), shape=list(r.shape), ratio=r.ratio) for r in self.rows],
-            "total": {"params": self.total_params, "zeros": self.total_zeros, "ratio": self.total_ratio},
+            "layers": [dict(asdict(r), shape=list(r.shape), ratio=r.ratio, unit_ratio=r.unit_ratio) for r in self.rows],
+            "total": {"params": self.total_params, "zeros": self.total_zeros, "ratio": self.total_ratio,
+                      "unit_ratio": self.total_unit_ratio},
         }
 
     def __str__(self) -> str:
         noted = any(r.note for r in self.rows)
-        head = ("layer", "shape", "params", "zeros", "sparsity", "pattern") + (("note",) if noted else ())
+        counted = any(r.units for r in self.rows)
+        head = ("layer", "shape", "params", "zeros", "sparsity", "pattern") + (("units",) if counted else ()) \
+            + (("note",) if noted else ())
+
+        def units(pruned: int, total: int, ratio: float) -> Tuple[str, ...]:
+            return ((f"{pruned:,}/{total:,} ({ratio:.1%})" if total else ""),) if counted else ()
+
         body = [(r.name, "x".join(map(str, r.shape)), f"{r.params:,}", f"{r.zeros:,}", f"{r.ratio:.2%}", r.pattern)
-                + ((r.note,) if noted else ()) for r in self.rows]
+                + units(r.pruned_units, r.units, r.unit_ratio) + ((r.note,) if noted else ()) for r in self.rows]
         body.append(("total", "", f"{self.total_params:,}", f"{self.total_zeros:,}", f"{self.total_ratio:.2%}", "")
-                    + (("",) if noted else ()))
+                    + units(sum(r.pruned_units for r in self.rows), sum(r.units for r in self.rows),
+                            self.total_unit_ratio) + (("",) if noted else ()))
         widths = [max(len(str(row[i])) for row in [head] + body) for i in range(len(head))]
-        right = {2, 3, 4}
+        right = {2, 3, 4} | ({6} if counted else set())
 
         def fmt(row):
-            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                             for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
         rule = "  ".join("-" * w for w in widths)
         return "\n".join([fmt(head), rule] + [fmt(r) for r in body[:-1]] + [rule, fmt(body[-1])])

@@ -35,7 +35,7 @@ def cos_decay(progress: float, init: float, target: float) -> float:
 
 
 def polynomial_decay(progress: float, init: float, target: float, power: float = 3.0) -> float:
-    """``target + (init - target) * (1 - progress) ** power``: slow start, fast finish for ``power > 1``.
+    """``target + (init - target) * (1 - progress) ** power``: fast start, slow finish for ``power > 1``.
 
     ``power=3`` is the ``"cube"`` curve and ``power=1`` the ``"linear"`` one, up to float rounding.
     """

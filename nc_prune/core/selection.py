@@ -126,10 +126,10 @@ class _Widen(Exception):
 
 
 class _Layer:
-    """Running state of one layer during a radix select."""
+    """Running state of one layer during a radix select (``weight``: what one of its units counts for)."""
 
-    def __init__(self, scores: Scores, lo: int, hi: int) -> None:
-        self.scores, self.lo, self.hi = scores, lo, hi
+    def __init__(self, scores: Scores, lo: int, hi: int, weight: int = 1) -> None:
+        self.scores, self.lo, self.hi, self.weight = scores, lo, hi, weight
         self.below = 0  # units whose key is below the current range
         self.cached: Optional[np.ndarray] = None  # keys of the units in the current range, when kept
         self.hist: Optional[np.ndarray] = None
@@ -207,7 +207,10 @@ def _radix_with(layers, k, total_units, cache_bytes, wide):
             layer.hist = hist if step == len(plan) - 1 else None  # only the last digit's are needed
             cum = np.cumsum(hist)
             cum += layer.below
-            total += np.clip(cum, layer.lo, layer.hi, out=cum)
+            np.clip(cum, layer.lo, layer.hi, out=cum)
+            if layer.weight != 1:
+                cum *= layer.weight
+            total += cum
         j = int(np.searchsorted(total, k, side="left"))  # first digit with F(<= digit) >= k
         start |= j << shift
         top = shift
@@ -235,34 +238,44 @@ def layer_cut(scores: Scores, count: int, size: int, cache_bytes: Optional[int] 
     return Cut(count, _key_to_float(key, wide), count - lt[0])
 
 
-def _bounded(scores, sizes, k, lo, hi, cache):
-    """Counts per layer, the threshold (None without a search) and per layer the units below / at it."""
-    k = int(min(max(k, sum(lo)), sum(hi)))
-    if k == sum(lo):
+def _bounded(scores, sizes, k, lo, hi, cache, weights=None):
+    """Counts per layer, the threshold (None without a search) and per layer the units below / at it.
+
+    With ``weights`` (what one unit of each layer counts for), ``k`` is a total of weights: the layers take
+    the longest prefix of the order (score, layer, index) whose weights add up to at most ``k``.
+    """
+    w = [1] * len(sizes) if weights is None else [int(x) for x in weights]
+    floor_total = sum(l * x for l, x in zip(lo, w))
+    k = int(min(max(k, floor_total), sum(h * x for h, x in zip(hi, w))))
+    if k == floor_total:
         return list(lo), None, None, None
-    key, lt, eq, wide = _radix([_Layer(s, l, h) for s, l, h in zip(scores, lo, hi)], k, sum(sizes), cache)
+    key, lt, eq, wide = _radix([_Layer(s, l, h, x) for s, l, h, x in zip(scores, lo, hi, w)], k, sum(sizes), cache)
     base = [int(_clip(c, l, h)) for c, l, h in zip(lt, lo, hi)]
-    remaining = k - sum(base)
+    remaining = k - sum(b * x for b, x in zip(base, w))
     counts = []
-    for c_lt, c_eq, b, l, h in zip(lt, eq, base, lo, hi):
-        take = min(int(_clip(c_lt + c_eq, l, h)) - b, remaining)
-        remaining -= take
+    for c_lt, c_eq, b, l, h, x in zip(lt, eq, base, lo, hi, w):
+        avail = int(_clip(c_lt + c_eq, l, h)) - b
+        take = min(avail, remaining // x)
+        remaining = remaining - take * x if take == avail else 0  # a unit that does not fit ends the prefix
         counts.append(b + take)
     return counts, _key_to_float(key, wide), lt, eq
 
 
 def global_cuts(scores: Sequence[Scores], sizes: Sequence[int], k: int, lo: Sequence[int], hi: Sequence[int],
-                cache_bytes: Optional[int] = None) -> Tuple[List[Cut], Optional[float]]:
+                cache_bytes: Optional[int] = None, weights: Optional[Sequence[int]] = None
+                ) -> Tuple[List[Cut], Optional[float]]:
     """One :class:`Cut` per layer for the ``k`` globally lowest units within per-layer bounds, and the threshold.
 
     Layer ``l`` prunes ``c_l`` units with ``lo[l] <= c_l <= hi[l]`` and ``sum(c) == k`` (``k`` is first
     clipped to ``[sum(lo), sum(hi)]``): the units of the order (score, layer, index) up to the threshold,
     where a layer whose bound binds takes its own ``c_l`` lowest instead. ``scores`` holds arrays or
-    sources (see the module doc); ``cache_bytes`` caps the keys kept between reads.
+    sources (see the module doc); ``cache_bytes`` caps the keys kept between reads. With ``weights``, a
+    unit of layer ``l`` counts ``weights[l]`` and ``k`` is the budget in those terms:
+    ``sum(c * weights) <= k``, short of it by less than one unit.
     """
     lo_a, hi_a = [int(v) for v in lo], [int(v) for v in hi]
     cache = _cache_bytes(scores, cache_bytes)
-    counts, v, lt, eq = _bounded(scores, sizes, k, lo_a, hi_a, cache)
+    counts, v, lt, eq = _bounded(scores, sizes, k, lo_a, hi_a, cache, weights)
     if v is None:
         return [layer_cut(s, c, n, cache) for s, c, n in zip(scores, counts, sizes)], None
     return [Cut(c, v, c - c_lt) if c_lt <= c <= c_lt + c_eq else layer_cut(s, c, n, cache)

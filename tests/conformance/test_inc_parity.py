@@ -16,7 +16,9 @@ What matches exactly (number of pruned blocks and every mask element):
 * ``NxM`` blocks (``4x1``, ``2x2``, ``1x1``, ``8x4``), Linear and conv layers, global and local scope,
   with ``criterion_reduce_type`` ``mean``, ``sum`` and ``max``.
   INC's conv 2-D view is ``(O, kh*kw*I)`` with the input channel fastest, the same as nc_prune's.
-* ``1xchannel`` and ``channelx1`` on Linear layers.
+* ``1xchannel`` and ``channelx1`` on Linear layers, with ``global_target="units"`` in global scope (INC
+  counts channels; nc_prune's default counts weights, which differs where rows differ in length —
+  ``test_weighted_channel_target_differs_from_inc_where_rows_differ`` shows it).
 * ``N:M`` (``2:4``, ``1:4``, ``2:8``), Linear and conv, global and local, targets at and below N/M.
   INC scores a group with ``reduce(scores * pruned_in_group)`` over all M entries; nc_prune reduces
   the N lowest only. For non-negative scores (every criterion's) the two rank groups the same
@@ -114,16 +116,17 @@ LINEAR = ["fc1", "fc2", "fc3"]
 ALL = LINEAR + ["conv"]
 
 
-def _case(cid, pattern, scope, target, layers, max_=0.98, min_=0.0, reduce="mean"):
+def _case(cid, pattern, scope, target, layers, max_=0.98, min_=0.0, reduce="mean", global_target="weights"):
     return {"id": cid, "pattern": pattern, "scope": scope, "target": target, "layers": layers,
-            "max": max_, "min": min_, "reduce": reduce}
+            "max": max_, "min": min_, "reduce": reduce, "global_target": global_target}
 
 
 MATCH_CASES = [
     _case(f"{p}-{scope}-{t}", p, scope, t, ALL)
     for p in ("4x1", "2x2", "1x1", "8x4") for scope in ("global", "local") for t in (0.5, 0.8)
 ] + [
-    _case(f"{p}-linear-{scope}", p, scope, 0.6, LINEAR)
+    # INC counts channels in global scope; rows of different lengths make that differ from the weights
+    _case(f"{p}-linear-{scope}", p, scope, 0.6, LINEAR, global_target="units")
     for p in ("1xchannel", "channelx1") for scope in ("global", "local")
 ] + [
     _case(f"{p}-{scope}-{t}", p, scope, t, ALL)
@@ -185,7 +188,8 @@ def inc(tmp_path_factory):
 def _ours(scores, case, pattern=None):
     return compute_masks({n: scores[n] for n in case["layers"]}, pattern or case["pattern"], case["target"],
                          scope=case["scope"], max_sparsity_ratio_per_op=case["max"],
-                         min_sparsity_ratio_per_op=case["min"], criterion_reduce_type=case["reduce"])
+                         min_sparsity_ratio_per_op=case["min"], criterion_reduce_type=case["reduce"],
+                         global_target=case["global_target"])
 
 
 def _theirs(out, case):
@@ -273,3 +277,15 @@ def test_min_bound_inc_leaves_layer_below_minimum(inc):
     our_pruned = np.concatenate([~blocks(ours[n]).any(axis=1) for n in free])
     assert score[our_pruned].max() < score[~our_pruned].min()
     assert score[inc_pruned].max() > score[~inc_pruned].min()
+
+
+def test_weighted_channel_target_differs_from_inc_where_rows_differ(inc):
+    scores, out = inc
+    case = next(c for c in MATCH_CASES if c["id"] == "1xchannel-linear-global")
+    theirs = _theirs(out, case)
+    ours = _ours(scores, dict(case, global_target="weights"))
+    weights = sum(int(np.prod(LAYERS[n])) for n in LINEAR)
+    pruned_theirs = sum(int((~m).sum()) for m in theirs.values())
+    pruned_ours = sum(int((~m).sum()) for m in ours.values())
+    assert 0 <= count_for_ratio(weights, 0.6) - pruned_ours < max(LAYERS[n][1] for n in LINEAR)
+    assert pruned_theirs != pruned_ours  # INC: 60 % of the rows, whatever their length

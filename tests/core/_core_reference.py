@@ -51,6 +51,30 @@ def reference_global(scores: Sequence[np.ndarray], k: int, lo: Sequence[int], hi
     return pruned
 
 
+def reference_global_weighted(scores: Sequence[np.ndarray], weights: Sequence[int], k: int, lo: Sequence[int],
+                              hi: Sequence[int]) -> List[np.ndarray]:
+    """As :func:`reference_global`, but a unit of layer ``l`` counts ``weights[l]`` and ``k`` is a total of
+    weights: after each layer's ``lo`` lowest, units are taken in the global order while they fit in what is
+    left of ``k``; the first that does not fit ends the selection (skipping only units of full layers)."""
+    flat = [np.asarray(s).reshape(-1) for s in scores]
+    pruned = [np.zeros(f.size, dtype=bool) for f in flat]
+    count = [0] * len(flat)
+    for l, f in enumerate(flat):
+        for i in sorted(range(f.size), key=lambda i: (_key(f[i]), i))[: lo[l]]:
+            pruned[l][i] = True
+        count[l] = lo[l]
+    need = min(k, sum(h * w for h, w in zip(hi, weights))) - sum(c * w for c, w in zip(count, weights))
+    for _, l, i in sorted(((_key(f[i]), l, i) for l, f in enumerate(flat) for i in range(f.size))):
+        if pruned[l][i] or count[l] >= hi[l]:
+            continue
+        if weights[l] > need:
+            break
+        pruned[l][i] = True
+        count[l] += 1
+        need -= weights[l]
+    return pruned
+
+
 def reference_local(scores: np.ndarray, count: int) -> np.ndarray:
     f = np.asarray(scores).reshape(-1)
     out = np.zeros(f.size, dtype=bool)

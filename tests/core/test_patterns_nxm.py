@@ -164,13 +164,38 @@ def test_channel_patterns_on_linear():
     assert keep.astype(int).tolist() == [[0, 0, 1, 1, 1, 1]] * 3
 
 
-def test_channel_patterns_mixed_layers_global():
-    """Channel units of different sizes rank by their reduced score, counted as units."""
-    a = rows_filled(4, 8) + 100  # 4 rows, high
-    b = rows_filled(8, 2)  # 8 rows, low
+def test_channel_patterns_mixed_layers_global_count_weights_or_units_as_asked():
+    """Rows of different lengths: the target is a fraction of the weights (each unit counts its size),
+    or, with global_target="units", INC's fraction of the units."""
+    a = rows_filled(4, 8) + 100  # 4 rows of 8 weights, high
+    b = rows_filled(8, 2)  # 8 rows of 2 weights, low
     masks = compute_masks({"a": a, "b": b}, "1xchannel", 0.5)
+    # 24 of 48 weights: b's 7 rows (its 0.98 bound) = 14, a's lowest row = 8; a's next row (8) exceeds the 2 left
+    assert int((~masks["b"]).all(axis=1).sum()) == 7 and int((~masks["a"]).all(axis=1).sum()) == 1
+    assert (~masks["a"][0]).all() and masks["a"][1:].all()
+    assert sum(int((~m).sum()) for m in masks.values()) == 22
+    masks = compute_masks({"a": a, "b": b}, "1xchannel", 0.5, global_target="units")
     assert masks["a"].all()
-    assert int((~masks["b"]).all(axis=1).sum()) == 6  # floor(12 * 0.5) = 6 rows, all in b
+    assert int((~masks["b"]).all(axis=1).sum()) == 6  # floor(12 rows * 0.5) = 6 rows, all in b
+
+
+def test_weighted_global_selection_matches_the_reference_with_bounds_and_ties():
+    from _core_reference import reference_global_weighted
+    from nc_prune.core.selection import Cutter, global_cuts
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        n = rng.integers(1, 5)
+        sizes = [int(rng.integers(1, 40)) for _ in range(n)]
+        scores = [rng.integers(0, 6, size=s).astype(np.float32) for s in sizes]  # many ties
+        weights = [int(rng.integers(1, 9)) for _ in range(n)]
+        lo = [int(rng.integers(0, s // 3 + 1)) for s in sizes]
+        hi = [int(rng.integers(l, s + 1)) for l, s in zip(lo, sizes)]
+        k = int(rng.integers(0, sum(s * w for s, w in zip(sizes, weights)) + 1))
+        cuts, _ = global_cuts(scores, sizes, k, lo, hi, weights=weights)
+        got = [Cutter(c)(s) for s, c in zip(scores, cuts)]
+        want = reference_global_weighted(scores, weights, k, lo, hi)
+        for g, w_ in zip(got, want):
+            assert np.array_equal(g, w_), trial
 
 
 def test_block_size_attribute_and_unit_split():

@@ -29,9 +29,9 @@ def test_counts_and_ratios():
 
 def test_to_dict():
     d = make().to_dict()
-    assert d["total"] == {"params": 86, "zeros": 25, "ratio": 25 / 86}
+    assert d["total"] == {"params": 86, "zeros": 25, "ratio": 25 / 86, "unit_ratio": 0.0}
     assert d["layers"][0] == {"name": "fc", "shape": [4, 8], "params": 32, "zeros": 16, "pattern": "4x1", "ratio": 0.5,
-                                 "note": ""}
+                                 "note": "", "units": 0, "pruned_units": 0, "unit_ratio": 0.0}
 
 
 def test_table_text():
@@ -51,3 +51,16 @@ def test_notes_say_why_a_layer_is_dense_and_get_a_column_only_when_present():
     lines = str(report).splitlines()
     assert lines[0].split() == ["layer", "shape", "params", "zeros", "sparsity", "pattern", "note"]
     assert lines[3].split() == ["head", "2x4", "8", "0", "0.00%", "-", "classifier", "head"]
+
+
+def test_masks_give_each_pruned_layer_its_unit_ratio_beside_the_weight_ratio():
+    a, b = np.ones((4, 8)), np.ones((8, 2))
+    a[0] = 0  # one of 4 rows of 8
+    b[:7] = 0  # 7 of 8 rows of 2
+    report = SparsityReport.from_arrays({"a": a, "b": b}, {"a": "1xchannel", "b": "1xchannel"},
+                                        masks={"a": a != 0, "b": b != 0})
+    assert [(r.pruned_units, r.units) for r in report.rows] == [(1, 4), (7, 8)]
+    assert report.total_ratio == 22 / 48 and report.total_unit_ratio == 8 / 12
+    lines = str(report).splitlines()
+    assert lines[0].split() == ["layer", "shape", "params", "zeros", "sparsity", "pattern", "units"]
+    assert lines[-1].split() == ["total", "48", "22", "45.83%", "8/12", "(66.7%)"]

@@ -1,8 +1,8 @@
 """The README's "What works" table is true: every cell it marks is run in that framework and checked.
 
 A conv + linear model is pruned during training to 50 % (global scope, 4 pruning steps); the test checks
-the exact number of pruned units and that the zeros form whole units of the pattern. ``pattern_lock``
-must keep exactly the zeros the model had. A cell marked "—" must be refused by the config.
+the exact number of pruned units (channels of different lengths: the weights, to one unit) and that the
+zeros form whole units of the pattern. ``pattern_lock`` must keep exactly the zeros the model had. A cell marked "—" must be refused by the config.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def test_cell(ptype, pattern, frameworks):
                 assert np.array_equal(w != 0, prezero[name] != 0), (fw, name)
             continue
         pat = get_pattern(config.groups[0])
-        pruned_units = total_units = 0
+        pruned_units = total_units = pruned_weights = 0
+        sizes = set()
         for name, w in weights.items():
             units = pat.units(name, w.shape)
             keep = w != 0
@@ -136,6 +137,12 @@ def test_cell(ptype, pattern, frameworks):
             assert np.array_equal(~units.expand(gone), keep), (fw, name)
             pruned_units += int(gone.sum())
             total_units += units.n_units
+            pruned_weights += int((~keep).sum())
+            sizes.add(units.unit_size)
+        if len(sizes) > 1:  # channels of different lengths: a fraction of the weights, short by < one unit
+            budget = count_for_ratio(sum(int(np.prod(s)) for s in SHAPES.values()), target)
+            assert 0 <= budget - pruned_weights < max(sizes), (fw, ptype, pattern)
+            continue
         scale = pat.units("x", SHAPES["3"]).ratio_scale
         assert pruned_units == count_for_ratio(total_units, min(1.0, target * scale)), (fw, ptype, pattern)
 

@@ -88,6 +88,9 @@ class Pattern:
     Attributes:
         pattern: the pattern string, e.g. ``"4x1"``.
         is_global: whether masks are ranked across layers (``pruning_scope="global"``).
+        global_target: ``"weights"`` — a global target is a fraction of the weights, each unit counting its
+            size when units differ in size between layers (``1xchannel`` on rows of different lengths) — or
+            ``"units"``, INC's fraction of the units.
         invalid_layers: layers whose shape does not fit, with the reason; they stay dense.
     """
 
@@ -100,6 +103,7 @@ class Pattern:
         self.reduce_type: str = cfg["criterion_reduce_type"]
         self.min_sparsity_ratio_per_op: float = float(cfg["min_sparsity_ratio_per_op"])
         self.max_sparsity_ratio_per_op: float = float(cfg["max_sparsity_ratio_per_op"])
+        self.global_target: str = cfg["global_target"]
         self.invalid_layers: Dict[str, str] = {}
         self._warned: set = set()
 
@@ -208,7 +212,7 @@ class Pattern:
             if m.shape != shape:
                 raise ConfigError(f"pre_masks[{n!r}] has shape {m.shape} but its scores have shape {shape}")
         layers = self._fitting(scores)
-        sources, sizes, lo, hi, largest, forced_by_name, min_units = [], [], [], [], 0, {}, 0
+        sources, sizes, lo, hi, largest, forced_by_name, minimum = [], [], [], [], 0, {}, []
         for name, lu in layers.items():
             keep = pre.get(name)
             forced = 0 if keep is None else int(np.count_nonzero(lu.already_pruned(keep)))
@@ -219,7 +223,7 @@ class Pattern:
             if not is_global:
                 want = count_for_ratio(n, min(1.0, float(target) * lu.ratio_scale))
                 lo_l = hi_l = min(max(want, lo_l), hi_l)
-            min_units += lo_l
+            minimum.append(lo_l)
             sources.append(self._source(scores, name, lu, keep, forced > 0))
             sizes.append(n)
             lo.append(max(lo_l, forced))
@@ -227,17 +231,24 @@ class Pattern:
             largest = max(largest, int(np.prod(lu.shape)))
         cache = selection.cache_budget(largest)
         if is_global:
-            scale = next(iter(layers.values())).ratio_scale
-            k = count_for_ratio(sum(sizes), min(1.0, float(target) * scale))
-            if k > sum(hi):
+            weights = self._unit_weights(layers)
+            if weights is None:  # units of one size: the target counts units (the same as weights)
+                scale = next(iter(layers.values())).ratio_scale
+                k, what, w = count_for_ratio(sum(sizes), min(1.0, float(target) * scale)), "units", [1] * len(sizes)
+            else:  # units of unequal size: the target is a fraction of the weights, each unit counts its size
+                total = sum(int(np.prod(lu.shape)) for lu in layers.values())
+                k, what, w = count_for_ratio(total, min(1.0, float(target))), "weights", weights
+            most = sum(h * x for h, x in zip(hi, w))
+            need = sum(m * x for m, x in zip(minimum, w))
+            if k > most:
                 warn_user(
-                    f"target sparsity {target} needs {k} pruned units but max_sparsity_ratio_per_op={max_ratio} "
-                    f"allows {sum(hi)}; pruning {sum(hi)}")
-            elif k < min_units:
+                    f"target sparsity {target} needs {k} pruned {what} but max_sparsity_ratio_per_op={max_ratio} "
+                    f"allows {most}; pruning {most}")
+            elif k < need:
                 warn_user(
-                    f"target sparsity {target} asks for {k} pruned units but min_sparsity_ratio_per_op={min_ratio} "
-                    f"needs at least {min_units}; pruning {max(min_units, sum(lo))}")
-            cuts, _ = global_cuts(sources, sizes, k, lo, hi, cache)
+                    f"target sparsity {target} asks for {k} pruned {what} but min_sparsity_ratio_per_op={min_ratio} "
+                    f"needs at least {need}; pruning {max(need, sum(l * x for l, x in zip(lo, w)))}")
+            cuts, _ = global_cuts(sources, sizes, k, lo, hi, cache, weights)
         else:
             cuts = [layer_cut(src, c, n, cache) for src, c, n in zip(sources, lo, sizes)]
         cut_by_name = dict(zip(layers, cuts))
@@ -254,6 +265,14 @@ class Pattern:
                 keep = pre[name].copy() if name in pre else np.ones(_shape(ref), dtype=bool)
             out[name] = arrays.like(keep, ref)
         return out
+
+    def _unit_weights(self, layers: Mapping[str, LayerUnits]) -> Optional[List[int]]:
+        """What one unit of each layer counts for in a global target: None when every unit has the same size
+        or ``global_target="units"`` (INC's counting), else each layer's unit size in weights."""
+        sizes = [lu.unit_size for lu in layers.values()]
+        if self.global_target == "units" or len(set(sizes)) <= 1:
+            return None
+        return sizes
 
     def _source(self, scores, name: str, lu: LayerUnits, keep: Optional[np.ndarray], forced: bool):
         def read() -> Iterator[np.ndarray]:

@@ -30,11 +30,13 @@ _LABEL = "tensor"
 
 def engine_pattern(pattern: str, criterion_reduce_type: str, scope: str = "local",
                    max_ratio: float = 1.0, min_ratio: float = 0.0) -> Pattern:
-    """The engine's pattern object for a pattern string (validates the string)."""
+    """The engine's pattern object for a pattern string (validates the string). Amounts here count units, as
+    ``torch.nn.utils.prune`` counts channels, so a global target is a fraction of the units."""
     _choice("criterion_reduce_type", criterion_reduce_type, None, REDUCE_TYPES)
     parse_pattern(pattern)
     return get_pattern({"pattern": pattern, "pruning_scope": scope, "criterion_reduce_type": criterion_reduce_type,
-                        "max_sparsity_ratio_per_op": max_ratio, "min_sparsity_ratio_per_op": min_ratio})
+                        "max_sparsity_ratio_per_op": max_ratio, "min_sparsity_ratio_per_op": min_ratio,
+                        "global_target": "units"})
 
 
 def fitting_units(pat: Pattern, label: str, shape: Tuple[int, ...]) -> LayerUnits:
