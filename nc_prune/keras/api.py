@@ -16,7 +16,7 @@ from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from .callback import PruningCallback
 from .discovery import PrunableWeight, find_prunable_weights
-from .optimizer import PruningOptimizer
+from .optimizer import JAX_UNSUPPORTED, PruningOptimizer
 from .pruner import KerasBasePruner, to_numpy
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,13 @@ def _check_model(model: Any) -> None:
             + ("; tf_keras (Keras 2) models are not supported — build the model with Keras 3"
                if type(model).__module__.startswith("tf_keras") else "")
         )
+    if keras.backend.backend() == "jax":
+        raise PruningStateError(JAX_UNSUPPORTED)
     if not model.built or not model.trainable_variables:
         raise PruningStateError(
-            f"model {model.name!r} has no weights yet; build it first (model.build(input_shape), or call it once "
-            f"on a batch) so its layers can be found"
+            f"model {model.name!r} has no weights yet; call it once on a batch (model(x)) so its layers build — "
+            f"for a Sequential or Functional model, model.build(input_shape) works too, but a subclassed model "
+            f"without a build() method only builds by being called"
         )
 
 

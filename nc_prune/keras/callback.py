@@ -102,12 +102,6 @@ class PruningCallback(keras.callbacks.Callback):
     # ---- Keras callback API ------------------------------------------------------------------
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self._check_live()
-        if keras.backend.backend() == "jax" and not self._external:
-            raise PruningStateError(
-                "pruning inside model.fit is not supported on the JAX backend yet: Keras's JAX trainer keeps the "
-                "training state outside the variables between steps, so masks the callback sets would not reach "
-                "the compiled step. Use the TensorFlow or torch backend (KERAS_BACKEND=tensorflow)"
-            )
         self._ensure_installed()
         spe = getattr(self.model, "steps_per_execution", 1) or 1
         if not self._external and int(spe) != 1:
@@ -120,7 +114,8 @@ class PruningCallback(keras.callbacks.Callback):
         self.session.global_step = step
         self.session.on_train_begin()
         self._sync_collect(step)
-        self._sync_tracing(step)
+        if self._grad_pruners and self.optimizer._traced_scores is False and not self._external:
+            self.model.make_train_function(force=True)  # traced before a callback was attached: add the scores
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
@@ -157,7 +152,6 @@ class PruningCallback(keras.callbacks.Callback):
             p.on_before_optimizer_step()
         self.session.on_step_end()
         self._step = step + 1
-        self._sync_tracing(step + 1)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
@@ -189,26 +183,18 @@ class PruningCallback(keras.callbacks.Callback):
                     w.grad = None
 
     def _sync_collect(self, step: int) -> None:
-        """Gradient scores are folded in only inside each pruner's [start_step, end_step]."""
+        """Gradient scores are folded in only inside each pruner's [start_step, end_step]; outside every window
+        the step skips the score computation altogether (the wrapper's ``scoring`` flag, read at run time)."""
+        changed = False
         for i, p in enumerate(self._grad_pruners):
             want = p.in_window(step)
             if self._collecting[i] is not want:
                 for w in p.modules.values():
                     w.slot.collect.assign(want)
                 self._collecting[i] = want
-
-    def _sync_tracing(self, next_step: int) -> None:
-        """Drop the score update from the compiled step once no gradient pruner needs scores any more."""
-        want = any(not p.is_done(next_step) for p in self._grad_pruners)
-        opt = self.optimizer
-        if opt.trace_scores == want:
-            return
-        opt.trace_scores = want
-        traced = opt._traced_scores
-        if traced is not None and traced != want and not self._external and self.model is not None:
-            logger.info("step %d: score collection %s; rebuilding the training function", next_step,
-                        "on" if want else "off")
-            self.model.make_train_function(force=True)
+                changed = True
+        if changed:
+            self.optimizer._held.scoring.assign(any(self._collecting))
 
     def _ensure_installed(self) -> None:
         current = getattr(self.model, "optimizer", None)
@@ -243,4 +229,5 @@ class PruningCallback(keras.callbacks.Callback):
         Shapes are canonical ``(out, in, *kernel)``, as in the torch backend's report.
         """
         arrays = {w.name: w.layout.to_canonical(to_numpy(w.variable)) for w in self._all_weights}
-        return SparsityReport.from_arrays(arrays, self.session.layer_patterns(), self.session.layer_plan.dense())
+        masks = {n: p._get_mask(n) for p in self.session.pruners for n in p.modules}
+        return SparsityReport.from_arrays(arrays, self.session.layer_patterns(), self.session.layer_plan.dense(), masks)

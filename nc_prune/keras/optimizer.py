@@ -32,6 +32,33 @@ from keras import ops
 from ..core.errors import ConfigError, PruningStateError
 
 
+JAX_UNSUPPORTED = (
+    "nc_prune does not prune on Keras's JAX backend yet: its training step is stateless (JAX threads the "
+    "variables through the compiled step), and the masks and scores the pruning callback sets between steps would "
+    "not reach it. Use KERAS_BACKEND=tensorflow or torch; a model saved there loads and trains on either"
+)
+
+
+def run_if(flag: Any, fn: Callable[[], None]) -> None:
+    """``fn()`` where the bool variable ``flag`` is True, decided when the step runs — so flipping the flag never
+    retraces the compiled step. TensorFlow branches in the graph; the torch backend runs eagerly; elsewhere
+    ``fn`` runs every step (its updates are gated by the per-layer ``collect`` flags, so this costs time only)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def then():
+            fn()
+            return tf.constant(True)
+
+        tf.cond(flag.value, then, lambda: tf.constant(False))
+    elif backend == "torch":
+        if bool(flag.value):
+            fn()
+    else:
+        fn()
+
+
 def masked(value: Any, mask: Any) -> Any:
     """``value`` with the entries where ``mask`` is False set to zero (keras.ops; any backend)."""
     return ops.where(mask, value, ops.zeros_like(value))
@@ -61,6 +88,7 @@ class _Held:
     slots: List[Slot]
     step: Any = None
     active: Any = None    # bool scalar: a pruning callback is driving training (the step counts only then)
+    scoring: Any = None   # bool scalar: some gradient pruner collects scores this step
     owner: Any = None     # the PruningCallback driving this wrapper, if any
 
 
@@ -86,8 +114,9 @@ class PruningOptimizer(keras.optimizers.Optimizer):
 
     Attributes:
         slots: ``{target name: Slot}`` once built.
-        trace_scores: whether score updates are part of the training step (the callback turns them off
-            once every gradient pruner is done, so finished pruning costs only the mask multiply).
+        scoring: whether the step folds gradients into scores (a bool variable the callback sets while a
+            gradient pruner is inside its window; the step checks it at run time, so switching scores off
+            after the window costs no retrace and leaves only the mask work).
     """
 
     def __init__(self, inner_optimizer: Any, targets: Sequence[Mapping[str, Any]],
@@ -107,7 +136,6 @@ class PruningOptimizer(keras.optimizers.Optimizer):
             raise ConfigError(f"PruningOptimizer targets must have distinct names, got {names}")
         cfg = copy.deepcopy(dict(pruning_config)) if pruning_config is not None else None
         self._held = _Held(specs, cfg, {}, [])
-        self.trace_scores = any(t.get("score") for t in specs)
         self._score_hook: Optional[Callable[[Dict[str, Any]], None]] = None
         self._traced_scores: Optional[bool] = None
 
@@ -154,6 +182,9 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         slots = []
         step = self.add_variable((), initializer="zeros", dtype="int64", name="prune_step")
         active = self.add_variable((), initializer="zeros", dtype="bool", name="prune_active")
+        scoring = None
+        if any(spec.get("score") for spec in self._held.specs):
+            scoring = self.add_variable((), initializer="zeros", dtype="bool", name="prune_scoring")
         for spec in self._held.specs:
             variable = self._resolve(spec, var_list)
             shape = tuple(spec["shape"])
@@ -175,6 +206,7 @@ class PruningOptimizer(keras.optimizers.Optimizer):
             slots.append(slot)
         self._held.step = step
         self._held.active = active
+        self._held.scoring = scoring
         self._held.slots = slots
         self._held.live = {}
         if not self.inner_optimizer.built:
@@ -242,6 +274,8 @@ class PruningOptimizer(keras.optimizers.Optimizer):
 
     # ---- the training step -------------------------------------------------------------------
     def apply(self, grads: Sequence[Any], trainable_variables: Optional[Sequence[Any]] = None) -> None:
+        if keras.backend.backend() == "jax":
+            raise PruningStateError(JAX_UNSUPPORTED)
         if not self.built:
             if trainable_variables is None:
                 raise PruningStateError("PruningOptimizer.apply needs trainable_variables on its first call")
@@ -250,9 +284,10 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
         position = {self._var_key(v): i for i, v in enumerate(variables)}
         index = {s.name: position.get(self._var_key(s.variable)) for s in self._held.slots}
-        if self._score_hook is not None and self.trace_scores:
-            self._score_hook({n: (grads[i] if i is not None else None) for n, i in index.items()})
-        self._traced_scores = self.trace_scores and self._score_hook is not None
+        if self._score_hook is not None and self._held.scoring is not None:
+            by_name = {n: (grads[i] if i is not None else None) for n, i in index.items()}
+            run_if(self._held.scoring, lambda: self._score_hook(by_name))
+        self._traced_scores = self._score_hook is not None
         for s in self._held.slots:
             i = index[s.name]
             if s.pending is not None and i is not None and grads[i] is not None:
@@ -262,9 +297,14 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         self.apply_masks()
         self._held.step.assign_add(ops.cast(self._held.active, "int64"))
 
+    def stateless_apply(self, optimizer_variables: Any, grads: Any, trainable_variables: Any) -> Any:
+        """JAX's training step; refused until the JAX backend is supported (masks would not reach it)."""
+        raise PruningStateError(JAX_UNSUPPORTED)
+
     def finalize_variable_values(self, var_list: Sequence[Any]) -> None:
         self.inner_optimizer.finalize_variable_values(var_list)
-        self.apply_masks()  # an EMA overwrite must not bring pruned weights back
+        if keras.backend.backend() != "jax":  # on JAX training was refused (stateless_apply); nothing to keep
+            self.apply_masks()  # an EMA overwrite must not bring pruned weights back
 
     def scale_loss(self, loss: Any) -> Any:
         return self.inner_optimizer.scale_loss(loss)

@@ -17,8 +17,27 @@ def test_the_model_must_be_a_built_keras_model():
     with pytest.raises(ConfigTypeError, match="needs a Keras 3 keras.Model, got builtins.dict"):
         prepare_pruning({}, config())
     unbuilt = keras.Sequential([L.Dense(4), L.Dense(2)])
-    with pytest.raises(PruningStateError, match="has no weights yet; build it first"):
+    with pytest.raises(PruningStateError, match=r"has no weights yet; call it once on a batch \(model\(x\)\)"):
         prepare_pruning(unbuilt, config())
+
+
+def test_the_build_advice_works_for_a_subclassed_model_without_build():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.head = L.Dense(8, name="fc"), L.Dense(2, name="head")
+
+        def call(self, x):
+            return self.head(self.fc(x))
+
+    net = Net()
+    with pytest.raises(PruningStateError) as info:
+        prepare_pruning(net, config())
+    assert "a subclassed model without a build() method only builds by being called" in str(info.value)
+    net(np.ones((1, 4), "float32"))  # what the message says to do
+    net.compile("sgd", "mse")
+    cb = prepare_pruning(net, config(pattern="4x1", target_sparsity=0.5))
+    assert list(cb.weights) == ["fc"]
 
 
 def test_an_optimizer_is_needed():

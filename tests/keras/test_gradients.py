@@ -97,7 +97,7 @@ def test_gradient_criterion_uses_the_latest_gradient_only():
         np.testing.assert_array_equal(canonical_mask(cb, n), masks[n])
 
 
-def test_scores_are_folded_in_only_inside_the_window_and_dropped_from_the_step_after_it():
+def test_scores_are_folded_in_only_inside_the_window_and_skipped_after_it_without_a_retrace():
     model = compiled(mlp(), keras.optimizers.SGD(0.01))
     cb = prepare_pruning(model, config(pruning_type="snip_momentum", pattern="4x1", target_sparsity=0.5,
                                        start_step=3, end_step=4, pruning_frequency=1))
@@ -107,12 +107,14 @@ def test_scores_are_folded_in_only_inside_the_window_and_dropped_from_the_step_a
     first_fn = model.train_function
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[cb])  # steps 4-7
     assert int(cb.weights["fc1"].slot.seen.numpy()) == 2  # step 4 too, then nothing
-    assert cb.optimizer.trace_scores is False and model.train_function is not first_fn
+    # the window's end switches scoring off at run time: the compiled step is not rebuilt (a second full
+    # compile, 24 s for MobileNetV2, was paid here before)
+    assert bool(cb.optimizer._held.scoring.numpy()) is False and model.train_function is first_fn
     frozen = {n: _score(cb, n) for n in NAMES}
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[cb])
     for n in NAMES:
         np.testing.assert_array_equal(_score(cb, n), frozen[n])
-    assert cb.optimizer._traced_scores is False
+    assert model.train_function is first_fn
 
 
 def test_group_lasso_term_is_added_to_the_gradient_of_the_step():
