@@ -268,6 +268,11 @@ class TorchPruning:
     def on_train_end(self) -> None:
         self.session.on_train_end()
 
+    @property
+    def callbacks_list(self) -> List["TorchPruning"]:
+        """INC's ``compression_manager.callbacks.callbacks_list``: this object alone (nc_prune only prunes)."""
+        return [self]
+
     # INC's CompressionManager callbacks that pruning has nothing to do in; there so INC scripts run unchanged.
     def on_before_eval(self) -> None:
         """Nothing to do: masked weights are already zero between steps."""
@@ -334,7 +339,7 @@ class TorchPruning:
     # ---- reporting and clean-up ---------------------------------------------------------------
     def report(self) -> SparsityReport:
         """Per-layer and total sparsity of the prunable weights, with each layer's pattern (or why it is dense)."""
-        return sparsity_report(self._root, self.session.layer_patterns(), self.layer_plan.dense())
+        return sparsity_report(self._root)
 
     @property
     def masks(self) -> Dict[str, torch.Tensor]:
@@ -397,16 +402,18 @@ def sparsity_report(model: nn.Module, patterns: Optional[Dict[str, str]] = None,
                     notes: Optional[Dict[str, str]] = None) -> SparsityReport:
     """Sparsity of every prunable weight of ``model`` (Linear, Conv, ``Conv1D``), per layer and total.
 
-    ``patterns`` and ``notes`` (why a layer is dense) default to those of the live pruning, if any.
+    ``patterns`` and ``notes`` (why a layer is dense) default to those of the live pruning, if any, whose
+    masks also give each pruned layer's count of pruned units.
     """
     live = live_pruning(model)
     if patterns is None:
         patterns = live.session.layer_patterns() if live is not None else {}
     if notes is None:
         notes = live.layer_plan.dense() if live is not None else {}
+    masks = {n: p._get_mask(n) for p in live.pruners for n in p.modules} if live is not None else {}
     _, targets = find_targets(unwrap(model))
     rows = {name: t.canonical(t.weight.detach()).cpu().float().numpy() for name, t in targets.items()}
-    return SparsityReport.from_arrays(rows, patterns, notes)
+    return SparsityReport.from_arrays(rows, patterns, notes, masks)
 
 
 def _finish(module: nn.Module) -> None:

@@ -183,7 +183,9 @@ def test_report_as_table_and_data(seeded):
     assert [row["name"] for row in data["layers"]] == ["0", "2", "4"]
     assert [row["zeros"] for row in data["layers"]] == [zeros(model[0].weight), zeros(model[2].weight), 0]
     assert data["layers"][0]["pattern"] == "4x1" and data["layers"][2]["pattern"] == "-"
-    assert data["total"] == {"params": 512 + 1024 + 128, "zeros": 768, "ratio": 768 / 1664}
+    assert data["total"] == {"params": 512 + 1024 + 128, "zeros": 768, "ratio": 768 / 1664, "unit_ratio": 0.5}
+    assert data["layers"][2]["note"] == "classifier head"
+    assert [row["pruned_units"] * 4 for row in data["layers"]] == [zeros(model[0].weight), zeros(model[2].weight), 0]
     table = str(rep)
     assert "4x1" in table and "total" in table and "46.15%" in table
     assert sparsity_report(model).to_dict() == data  # from the model alone, via the live pruning
