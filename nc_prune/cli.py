@@ -10,12 +10,16 @@ import argparse
 import importlib
 import importlib.util
 import json
+import lzma
 import os
+import pickle
 import re
+import struct
 import sys
 import traceback
 import warnings
 import zipfile
+import zlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .core.config import WeightPruningConfig
@@ -27,6 +31,7 @@ from .core.report import SparsityReport
 PROG = "nc-prune"
 DEMO_MODEL = "demo-cnn"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+PICKLE_RECORD = "/data.pkl"  # the record of a torch.save archive that holds the pickle
 
 
 class CliError(Exception):
@@ -43,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
+    _quiet_tensorflow()
     frameworks = ["torch", "keras"] if args.framework == "all" else [args.framework]
     result = run_demo(args.out, quick=args.quick, frameworks=frameworks, seed=args.seed,
                       show_progress=False if args.no_progress else None, plots=not args.no_plots)
@@ -56,34 +61,113 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
-def _torch_report(path: str, unsafe: bool) -> Tuple[SparsityReport, List[str]]:
-    import pickle
+# The exceptions that loading raises on a damaged file, found by flipping every bit of small checkpoints
+# (tests/cli/test_cli.py keeps a deterministic sample). Each tuple guards one call into a library reading the
+# file, never our own code, so that a bug of ours still surfaces as exit code 1.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,   # bad CRC-32, bad magic numbers, names that differ between directory and header
+    ValueError,           # UnicodeDecodeError in a record name, "negative seek value"
+    NotImplementedError,  # "zip file version 25.5", "That compression method is not supported"
+    RuntimeError,         # a flipped "encrypted" flag: "password required for extraction"
+    OSError, EOFError, OverflowError, zlib.error, lzma.LZMAError,  # a flipped compression method, sizes
+)
+_TORCH_LOAD_ERRORS = _ZIP_ERRORS + (
+    pickle.UnpicklingError,  # invalid opcodes; the weights-only unpickler's refusals
+    KeyError, IndexError, TypeError, AttributeError, AssertionError, struct.error,  # unpickling a damaged stream
+    ImportError, MemoryError,  # --unsafe-load: a damaged global name, a damaged length
+)
+_KERAS_LOAD_ERRORS = _ZIP_ERRORS + (
+    TypeError,  # a class or function Keras cannot locate
+    KeyError,   # "There is no item named 'config.json' in the archive"
+)
+_REJECTED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global|unsupported GLOBAL (\S+) whose module")
+_MISSING_KERAS_OBJECT = re.compile(r"Could not (?:locate|deserialize) (\w+) '([^']+)'")
 
+
+def _reason(exc: BaseException) -> str:
+    """``Type: first sentence`` of a library's exception (torch's advice on weights_only left out)."""
+    text = " ".join(str(exc).split()).split("WeightsUnpickler error: ")[-1]
+    first = re.match(r"(.+?[.!?])(?: |$)", text)
+    text = first.group(1) if first else text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _require_zip(path: str, kind: str, why: str) -> None:
+    """Refuse a file that is not a zip archive (torch.save and Keras write one), saying when it is a damaged one."""
+    try:
+        if zipfile.is_zipfile(path):
+            return
+    except _ZIP_ERRORS as exc:
+        raise CliError(f"{path} is damaged ({_reason(exc)})") from None
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PK\x03\x04":
+            raise CliError(f"{path} is damaged: a zip archive without its central directory (truncated?)")
+    raise CliError(f"{path} is not a readable {kind} ({why})")
+
+
+def _zip_damage(path: str, suffix: str = "") -> Optional[str]:
+    """What is wrong with the records of a zip archive whose names end with ``suffix``; None if they read back
+    matching their CRC-32 (records stored with a CRC of 0, as torch.save writes after
+    ``torch.serialization.set_crc32_options(False)``, cannot be checked and are skipped)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(suffix) and (info.CRC or not info.file_size):
+                    with zf.open(info) as fh:
+                        while fh.read(1 << 24):
+                            pass
+    except _ZIP_ERRORS as exc:
+        return _reason(exc)
+    return None
+
+
+def _mid_pruning_note(framework: str, step: Optional[int]) -> str:
+    at = "" if step is None else f" at step {step}"
+    return f"saved during pruning{at} (masks still attached; nc_prune.{framework}.strip(model) before export)"
+
+
+def _torch_report(path: str, unsafe: bool) -> Tuple[SparsityReport, List[str]]:
     import torch
     from .torch import sparsity_report
     from .torch.layers import MASK_SUFFIX, SCORE_SUFFIX, STEP_BUFFER
-    if not zipfile.is_zipfile(path):
-        raise CliError(f"{path} is not a readable torch checkpoint (torch.save writes zip archives)")
+    _require_zip(path, "torch checkpoint", "torch.save writes zip archives")
+    damage = _zip_damage(path, PICKLE_RECORD)  # before unpickling: a damaged pickle can still load, as garbage
+    if damage:
+        raise CliError(f"{path} is damaged ({damage})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
-    except pickle.UnpicklingError:
-        raise CliError(f"{path} holds more than tensors (a pickled model?); loading it runs code stored in the "
-                       f"file: pass --unsafe-load if you trust it, or save model.state_dict() instead") from None
-    except (RuntimeError, EOFError) as exc:
-        raise CliError(f"{path} is not a readable torch checkpoint: {exc}") from None
+    except _TORCH_LOAD_ERRORS as exc:
+        raise _torch_load_error(path, exc, unsafe) from None
     if isinstance(obj, torch.nn.Module):
         return sparsity_report(obj), [f"model {type(obj).__name__}: its Linear and Conv weights"]
     state = _find_state_dict(obj, path)
     notes = [f"state_dict: every '*weight' tensor with 2 or more dimensions ({len(state)} tensors in the file)"]
     if STEP_BUFFER in state:
-        notes.append(f"saved during pruning at step {int(state[STEP_BUFFER])} (masks still attached; "
-                     f"nc_prune.torch.strip(model) before export)")
-    weights = {k[: -len(".weight")] if k.endswith(".weight") else k: v.float().numpy() for k, v in state.items()
+        notes.append(_mid_pruning_note("torch", int(state[STEP_BUFFER])))
+    weights = {k[: -len(".weight")] if k.endswith(".weight") else k: v.detach().float().numpy()  # Parameters too
+               for k, v in state.items()
                if k.endswith("weight") and v.dim() >= 2 and not k.endswith((MASK_SUFFIX, SCORE_SUFFIX))}
     if not weights:
         raise CliError(f"{path}: no weight with 2 or more dimensions among its keys "
                        f"({', '.join(list(state)[:8])}{'...' if len(state) > 8 else ''})")
     return SparsityReport.from_arrays(weights), notes
+
+
+def _torch_load_error(path: str, exc: BaseException, unsafe: bool) -> CliError:
+    """Why torch.load failed on a file whose pickle passed its CRC-32 check: only a pickle needing Python objects
+    beyond tensors is sent to --unsafe-load (or, with it, to the missing code); otherwise the file is damaged."""
+    rejected = _REJECTED_GLOBAL.search(str(exc))
+    if rejected:
+        return CliError(f"{path} holds pickled Python objects, not only tensors (it needs "
+                        f"{rejected.group(1) or rejected.group(2)}); loading it runs code stored in the file: "
+                        f"pass --unsafe-load if you trust it, or save model.state_dict() instead")
+    if unsafe and isinstance(exc, (ImportError, AttributeError)):  # the plain unpickler imports what it names
+        return CliError(f"{path}: unpickling it needs code that cannot be imported here ({_reason(exc)}); "
+                        f"put the module that defines the model's class on PYTHONPATH")
+    damage = _zip_damage(path)
+    if damage:
+        return CliError(f"{path} is damaged ({damage}); torch.load: {_reason(exc)}")
+    return CliError(f"{path} is damaged or not a torch checkpoint: torch.load: {_reason(exc)}")
 
 
 def _find_state_dict(obj: Any, path: str) -> Dict[str, Any]:
@@ -103,15 +187,47 @@ def _find_state_dict(obj: Any, path: str) -> Dict[str, Any]:
 def _keras_report(path: str) -> Tuple[SparsityReport, List[str]]:
     keras_backend = _keras_backend("read .keras checkpoints")
     import keras
+    pruning_optimizer = keras_backend.PruningOptimizer
+    _require_zip(path, ".keras model", ".keras files are zip archives")
     try:
-        model = keras.saving.load_model(path, compile=False)
-    except (ValueError, TypeError, OSError) as exc:
-        raise CliError(f"{path} is not a loadable .keras model: {' '.join(str(exc).split())}") from None
-    return keras_backend.sparsity_report(model), [f"Keras model {model.name!r}: its Dense and convolution kernels"]
+        # compiled only when saved mid-pruning: restoring the optimizer restores its step counter
+        mid_pruning = _compiled_with(path, keras.saving.get_registered_name(pruning_optimizer))
+        model = keras.saving.load_model(path, compile=mid_pruning)
+    except _KERAS_LOAD_ERRORS as exc:
+        raise _keras_load_error(path, exc) from None
+    notes = [f"Keras model {model.name!r}: its Dense and convolution kernels"]
+    if mid_pruning:
+        optimizer = getattr(model, "optimizer", None)
+        while optimizer is not None and not isinstance(optimizer, pruning_optimizer):  # e.g. LossScaleOptimizer
+            optimizer = getattr(optimizer, "inner_optimizer", None)
+        built = optimizer is not None and optimizer.built  # not when the model's compile() is its own
+        notes.append(_mid_pruning_note("keras", optimizer.prune_step if built else None))
+    return keras_backend.sparsity_report(model), notes
+
+
+def _compiled_with(path: str, registered_name: str) -> bool:
+    """Whether the compile config in a .keras file's config.json names the registered class (at any depth)."""
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+    return isinstance(config, dict) and f'"{registered_name}"' in json.dumps(config.get("compile_config"))
+
+
+def _keras_load_error(path: str, exc: BaseException) -> CliError:
+    damage = _zip_damage(path)
+    if damage:
+        return CliError(f"{path} is damaged ({damage})")
+    missing = _MISSING_KERAS_OBJECT.search(str(exc))
+    if missing:
+        module = re.search(r"'module': '([\w.]+)'", str(exc))
+        saved_from = f" (it was saved from {module.group(1)})" if module and module.group(1) != "__main__" else ""
+        return CliError(f"{path}: Keras cannot find the {missing.group(1)} {missing.group(2)!r} the model was saved "
+                        f"with; pass --import MODULE (repeatable) naming the module that defines it and registers it "
+                        f"with @keras.saving.register_keras_serializable{saved_from}")
+    return CliError(f"{path} is not a loadable .keras model: {_reason(exc)}")
 
 
 def _keras_backend(what: str):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
+    _quiet_tensorflow()
     if importlib.util.find_spec("keras") is None:
         raise CliError(f"Keras is not installed; pip install tensorflow-cpu keras to {what}")
     try:
@@ -120,17 +236,31 @@ def _keras_backend(what: str):
         raise CliError(f"the nc_prune Keras backend is not available ({exc}); it is needed to {what}") from None
 
 
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
+
+
+def _import_user_module(name: str, option: str) -> Any:
+    """Import the user's module ``name``, given with ``option``; its failure is a problem of the input."""
+    _quiet_tensorflow()  # user code may load TensorFlow
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise CliError(f"{option}: cannot import {name!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: their input's problem
+        raise CliError(f"{option}: importing {name!r} failed: {type(exc).__name__}: {exc}") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     path = args.checkpoint
     if not os.path.isfile(path):
         raise CliError(f"no such file: {path}")
-    if path.endswith(".keras"):
-        report, notes = _keras_report(path)
-    elif path.endswith(TORCH_SUFFIXES):
-        report, notes = _torch_report(path, args.unsafe_load)
-    else:
+    if not path.endswith((".keras",) + TORCH_SUFFIXES):
         raise CliError(f"{path}: unknown checkpoint type; expected a torch file ({', '.join(TORCH_SUFFIXES)}) "
                        f"or a Keras .keras file")
+    for module in args.imports:
+        _import_user_module(module, f"--import {module!r}")
+    report, notes = _keras_report(path) if path.endswith(".keras") else _torch_report(path, args.unsafe_load)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -188,12 +318,10 @@ def _load_model(spec: str) -> Any:
         raise CliError(f"--model {spec!r}: use {DEMO_MODEL!r} or 'package.module:factory' (a torch or Keras "
                        f"model, or a function returning one)")
     module_name, _, attr = spec.partition(":")
+    obj = _import_user_module(module_name, f"--model {spec!r}")
     try:
-        obj = importlib.import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except ImportError as exc:
-        raise CliError(f"--model {spec!r}: cannot import {module_name!r}: {exc}") from None
     except AttributeError:
         raise CliError(f"--model {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
     if callable(obj) and not _is_model(obj):
@@ -252,7 +380,7 @@ def _plan_rows(config: WeightPruningConfig, infos: List[LayerInfo]) -> Tuple[Lis
                          "left dense: " + _why_dense(info, groups, head, misfit)))
             continue
         g = groups[i]
-        units = get_pattern(g).units(info.name, info.shape)
+        units = get_pattern(g).layer_units(info.name, info.shape)
         unit = "x".join(map(str, units.block_size()))
         rows.append((info.name, info.type_names[0], shape, str(i), g["pattern"], f"{g['target_sparsity']:.0%}",
                      f"{units.n_units:,} of {unit}", ""))
@@ -329,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--unsafe-load", action="store_true",
                         help="allow torch files holding pickled objects (runs code from the file: trusted files only)")
+    report.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE before loading (repeatable): the module defining the custom Keras "
+                             "classes the model was saved with (keras.saving.register_keras_serializable)")
     report.set_defaults(func=cmd_report)
 
     validate = sub.add_parser("validate", help="check a pruning config and show its per-layer plan",

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import struct
 import sys
+import zipfile
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 
@@ -14,6 +17,7 @@ from nc_prune import SparsityReport
 from nc_prune.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "cli.md"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -211,7 +215,8 @@ def test_report_state_dict_exact_counts(tmp_path, capsys, torch_model):
     torch.save({"model": torch_model.state_dict(), "epoch": 3}, path)  # a training checkpoint wrapper
     code, out2, _ = run(capsys, "report", str(path), "--json")
     data = json.loads(out2)
-    assert data["total"] == {"params": 1664, "zeros": 448, "ratio": 448 / 1664}
+    assert {k: data["total"][k] for k in ("params", "zeros", "ratio")} == {"params": 1664, "zeros": 448,
+                                                                        "ratio": 448 / 1664}
     assert [l["name"] for l in data["layers"]] == ["0", "2", "4"]
 
 
@@ -270,7 +275,7 @@ def test_report_keras_model(tmp_path, capsys):
     ("x.onnx", b"", "unknown checkpoint type"),
     ("missing.pt", None, "no such file"),
     ("junk.pt", b"not a zip", "is not a readable torch checkpoint (torch.save writes zip archives)"),
-    ("cut.pt", "truncated", "is not a readable torch checkpoint"),
+    ("cut.pt", "truncated", "is damaged: a zip archive without its central directory (truncated?)"),
     ("list.pt", "list", "holds a list, not a state_dict or a torch model"),
     ("dict.pt", "dict", "a dict without a state_dict in it (keys: epoch, lr)"),
 ])
@@ -291,6 +296,230 @@ def test_report_errors_are_one_line(tmp_path, capsys, name, content, message):
     code, out, err = run(capsys, "report", str(path))
     assert code == 2 and out == ""
     assert message in one_line_error(err, "report")
+
+
+# ---- report on damaged files ------------------------------------------------------------------------
+def flipped_copies(path: Path, n: int = 40, masks=(0xFF, 0x01, 0x80)):
+    """Copies of ``path`` with one byte XOR-ed at ``n`` evenly spaced offsets (deterministic): (offset, copy)."""
+    data = path.read_bytes()
+    for i in range(n):
+        offset = i * len(data) // n
+        for mask in masks:
+            damaged = bytearray(data)
+            damaged[offset] ^= mask
+            copy = path.with_name(f"{path.stem}_{offset}_{mask:02x}{path.suffix}")
+            copy.write_bytes(bytes(damaged))
+            yield offset, copy
+
+
+def record_data(path: Path, suffix: str) -> Tuple[zipfile.ZipInfo, int]:
+    """The zip record of ``path`` whose name ends with ``suffix`` (the largest if empty), and where its bytes start."""
+    with zipfile.ZipFile(path) as zf:
+        info = max((i for i in zf.infolist() if i.filename.endswith(suffix)), key=lambda i: i.file_size)
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+    return info, info.header_offset + 30 + name_len + extra_len
+
+
+def flip(path: Path, offset: int, mask: int = 0x01) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+
+
+def report_codes(capsys, copies, *options):
+    """Run report on every copy: ``{exit code: [error lines]}``; a damaged file is never told to unpickle."""
+    codes = {}
+    for offset, copy in copies:
+        code, out, err = run(capsys, "report", str(copy), *options)
+        assert code in (0, 2), (offset, err)  # never 1, "unexpected"
+        if code == 2:
+            assert out == "" and "damaged" in one_line_error(err, "report"), (offset, err)
+            assert "--unsafe-load" not in err, (offset, err)
+        codes.setdefault(code, []).append(err)
+    return codes
+
+
+def test_report_byte_flipped_state_dicts_are_damaged_never_unexpected(tmp_path, capsys):
+    """Every exception torch.load raises on a damaged file is one line, exit 2, saying "damaged"."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    path = tmp_path / "small.pt"  # small, so that the 40 offsets also hit the pickle and the zip records
+    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).state_dict(), path)
+    codes = report_codes(capsys, flipped_copies(path))
+    assert len(codes[2]) >= 40 and len(codes[0]) >= 10  # both happen: see the next test for the ones that load
+    assert any("CRC-32" in e for e in codes[2])  # the damaged record is named when the zip can tell
+    codes = report_codes(capsys, flipped_copies(path, n=10), "--unsafe-load")  # plain pickle: other exceptions
+    assert len(codes[2]) >= 10
+
+
+def test_report_checks_structure_not_integrity_and_the_docs_say_so(tmp_path, capsys, torch_model):
+    import torch
+    path = tmp_path / "m.pt"
+    torch.save(torch_model.state_dict(), path)
+    info, start = record_data(path, "")  # the largest record: a tensor's bytes
+    flip(path, start + info.file_size // 2)
+    code, out, err = run(capsys, "report", str(path))
+    assert code == 0 and err == ""  # torch.load does not check the CRC-32 that torch.save wrote
+    docs = " ".join(DOCS.read_text(encoding="utf-8").split())
+    assert "`report` checks structure, not integrity" in docs
+    assert "a flipped byte inside tensor data goes unnoticed" in docs and "sha256sum" in docs
+
+
+def test_report_damaged_pickled_model_is_damaged_not_unsafe(tmp_path, capsys, torch_model):
+    """A whole pickled model whose pickle was damaged: "damaged", with or without --unsafe-load."""
+    import torch
+    path = tmp_path / "whole.pt"
+    torch.save(torch_model, path)
+    info, start = record_data(path, "/data.pkl")
+    flip(path, path.read_bytes().index(b"torch.nn.modules", start) + 2)  # a global: "torch" -> "tosch"
+    for options in ((), ("--unsafe-load",)):
+        code, _, err = run(capsys, "report", str(path), *options)
+        assert code == 2 and "--unsafe-load" not in err
+        assert f"{path} is damaged (BadZipFile: Bad CRC-32 for file '{info.filename}')" in one_line_error(err, "report")
+
+
+def test_report_damaged_pickle_that_still_loads_is_damaged(tmp_path, capsys, torch_model):
+    """A flip in a key name unpickles fine (torch.load cannot tell): the pickle's CRC-32 is checked first."""
+    import torch
+    path = tmp_path / "m.pt"
+    torch.save(torch_model.state_dict(), path)
+    info, start = record_data(path, "/data.pkl")
+    flip(path, path.read_bytes().index(b"2.weight", start) + 6)  # "2.weight" -> "2.weigit": silently no layer 2
+    assert list(torch.load(path, weights_only=True))[2] == "2.weigit"
+    code, out, err = run(capsys, "report", str(path))
+    assert code == 2 and out == ""
+    assert f"{path} is damaged (BadZipFile: Bad CRC-32 for file '{info.filename}')" in one_line_error(err, "report")
+
+
+def test_report_state_dict_of_parameters(tmp_path, capsys, torch_model):
+    """Tensors that require grad (a dict of nn.Parameter, not model.state_dict()) are read like any other."""
+    import torch
+    path = tmp_path / "params.pt"
+    torch.save(dict(torch_model.named_parameters()), path)
+    code, out, err = run(capsys, "report", str(path))
+    assert code == 0, err
+    assert out.splitlines()[-1].split() == ["total", "1,664", "448", "26.92%"]
+
+
+def test_report_pickled_model_without_crcs_still_needs_unsafe_load(tmp_path, capsys, torch_model):
+    """torch.save without CRC-32s (set_crc32_options(False)): no evidence of damage, so the advice stands."""
+    import torch
+    path = tmp_path / "whole.pt"
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save(torch_model, path)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    code, _, err = run(capsys, "report", str(path))
+    assert code == 2 and "torch.nn.modules.container.Sequential" in err and "pass --unsafe-load" in err
+
+
+def test_report_unsafe_load_of_a_model_whose_class_is_gone(tmp_path, capsys, monkeypatch):
+    import torch
+    (tmp_path / "gone_module.py").write_text("import torch\nclass Net(torch.nn.Linear):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gone_module
+    path = tmp_path / "net.pt"
+    torch.save(gone_module.Net(4, 2), path)
+    (tmp_path / "gone_module.py").unlink()
+    monkeypatch.delitem(sys.modules, "gone_module")
+    code, _, err = run(capsys, "report", str(path), "--unsafe-load")
+    assert code == 2 and "damaged" not in err
+    assert "unpickling it needs code that cannot be imported here (ModuleNotFoundError: No module named " \
+           "'gone_module')" in one_line_error(err, "report")
+
+
+@pytest.fixture
+def keras_file(tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("nc_prune.keras")
+    from tests.cli.models import keras_cnn
+    path = tmp_path / "k.keras"
+    keras_cnn().save(path)
+    return path
+
+
+def test_report_byte_flipped_keras_files_are_damaged_never_unexpected(keras_file, capsys):
+    codes = report_codes(capsys, flipped_copies(keras_file, masks=(0xFF,)))
+    assert len(codes[2]) >= 35  # Keras reads the members through zipfile, which checks their CRC-32
+    assert any("Bad CRC-32 for file 'model.weights.h5'" in e for e in codes[2])
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"not a zip", "is not a readable .keras model (.keras files are zip archives)"),
+    ("truncated", "is damaged: a zip archive without its central directory (truncated?)"),
+])
+def test_report_keras_file_that_is_not_a_zip(keras_file, capsys, content, message):
+    keras_file.write_bytes(keras_file.read_bytes()[:-100] if content == "truncated" else content)
+    code, _, err = run(capsys, "report", str(keras_file))
+    assert code == 2 and message in one_line_error(err, "report")
+
+
+def test_report_keras_subclassed_model_needs_import(tmp_path, capsys, monkeypatch):
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("nc_prune.keras")
+    import numpy as np
+    from tests.cli import keras_subclass
+    model = keras_subclass.TinyNet()
+    model(np.zeros((1, 16), "float32"))
+    path = tmp_path / "sub.keras"
+    model.save(path)
+    # as in a fresh process: the user's module is not imported, so its class is not registered
+    monkeypatch.delitem(keras.saving.get_custom_objects(), f"{keras_subclass.PACKAGE}>TinyNet")
+    monkeypatch.delitem(sys.modules, "tests.cli.keras_subclass")
+    code, _, err = run(capsys, "report", str(path))
+    assert code == 2
+    assert "Keras cannot find the class 'TinyNet' the model was saved with; pass --import MODULE (repeatable) " \
+           "naming the module that defines it and registers it with @keras.saving.register_keras_serializable " \
+           "(it was saved from tests.cli.keras_subclass)" in one_line_error(err, "report")
+    code, out, err = run(capsys, "report", str(path), "--import", "tests.cli.keras_subclass")
+    assert code == 0, err
+    assert [r[:3] for r in table(out)] == [["fc", "8x16", "128"], ["head", "2x8", "16"]]
+    code, _, err = run(capsys, "report", str(path), "--import", "json", "--import", "no_such_module_xyz")
+    assert code == 2 and "--import 'no_such_module_xyz': cannot import 'no_such_module_xyz'" in err
+
+
+def test_report_import_of_a_module_that_raises(tmp_path, capsys, monkeypatch, torch_model):
+    import torch
+    (tmp_path / "raising_module.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(torch_model.state_dict(), tmp_path / "m.pt")
+    code, _, err = run(capsys, "report", str(tmp_path / "m.pt"), "--import", "raising_module")
+    assert code == 2
+    assert "--import 'raising_module': importing 'raising_module' failed: RuntimeError: no GPU here" in err
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])  # mixed: LossScaleOptimizer wraps ours
+def test_report_keras_mid_pruning_checkpoint(tmp_path, capsys, policy):
+    keras = pytest.importorskip("keras")
+    nk = pytest.importorskip("nc_prune.keras")
+    import numpy as np
+    from nc_prune import WeightPruningConfig
+    from tests.cli.models import keras_cnn
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = keras_cnn()
+        model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=False)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    cb = nk.prepare_pruning(model, WeightPruningConfig(pattern="4x1", target_sparsity=0.5, start_step=0,
+                                                       end_step=4, pruning_frequency=2, pruning_type="magnitude"))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((12, 8, 8, 3), "float32"), rng.random((12, 2), "float32")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[cb])  # 3 steps
+    path = tmp_path / "mid.keras"
+    model.save(path)
+    code, out, err = run(capsys, "report", str(path))
+    assert code == 0, err
+    assert "; saved during pruning at step 3 (masks still attached; nc_prune.keras.strip(model) before export)" \
+        in out.splitlines()[0]
+    assert out.splitlines()[-1].split()[2] == f"{nk.sparsity_report(model).total_zeros:,}"
+    nk.strip(model)
+    model.save(path)
+    code, out, _ = run(capsys, "report", str(path))
+    assert code == 0 and "saved during pruning" not in out
 
 
 def test_unexpected_errors_are_one_line_exit_1(monkeypatch, capsys, tmp_path):
