@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .core.config import WeightPruningConfig
 from .core.errors import NcPruneError
-from .core.layers import LayerInfo, head_name, plan_groups
+from .core.layers import LayerInfo, plan_layers
 from .core.patterns.base import get_pattern
 from .core.report import SparsityReport
 
@@ -141,6 +141,15 @@ def _torch_report(path: str, unsafe: bool) -> Tuple[SparsityReport, List[str]]:
     if isinstance(obj, torch.nn.Module):
         return sparsity_report(obj), [f"model {type(obj).__name__}: its Linear and Conv weights"]
     state = _find_state_dict(obj, path)
+    from .torch.state import report_from_state
+    try:
+        planned = report_from_state(state)
+    except (KeyError, NcPruneError) as exc:
+        raise CliError(f"{path}: its pruning record does not match its tensors ({_reason(exc)})") from None
+    if planned is not None:
+        step = state.get(STEP_BUFFER)
+        return planned, ["state_dict of a model being pruned: its prunable layers, as its pruning record lists them",
+                         _mid_pruning_note("torch", None if step is None else int(step))]
     notes = [f"state_dict: every '*weight' tensor with 2 or more dimensions ({len(state)} tensors in the file)"]
     if STEP_BUFFER in state:
         notes.append(_mid_pruning_note("torch", int(state[STEP_BUFFER])))
@@ -350,40 +359,26 @@ def _layer_infos(model: Any) -> List[LayerInfo]:
     return [w.info() for w in _keras_backend("plan Keras models").find_prunable_weights(model)]
 
 
-def _why_dense(info: LayerInfo, groups: Sequence[Mapping[str, Any]], head: Optional[str], misfit: bool) -> str:
-    if misfit:
-        return "shape does not fit the pattern"
-    if info.name == head:
-        return "classifier head (last linear layer)"
-    typed = [g for g in groups if any(t in tn for t in g["pruning_op_types"] for tn in info.type_names)]
-    if not typed:
-        return "type not in pruning_op_types"
-    named = [g for g in typed if not g["op_names"] or any(re.search(p, info.name) for p in g["op_names"])]
-    return "matched by excluded_op_names" if named else "no op_names regex matches"
-
-
 def _plan_rows(config: WeightPruningConfig, infos: List[LayerInfo]) -> Tuple[List[Tuple[str, ...]], List[str]]:
+    """One row per prunable layer from the engine's own layer plan: its group, pattern, target and units, or
+    why it stays dense (the decisions prepare_pruning makes, not rules re-derived here)."""
     groups = config.groups
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plans = plan_groups(infos, groups)
+        plan = plan_layers(infos, groups)
     notes = [" ".join(str(w.message).split()) for w in caught]
-    where = {l.name: i for i, plan in enumerate(plans) for l in plan}
-    head = head_name(infos)
     rows = []
     for info in infos:
         shape = "x".join(map(str, info.shape))
-        i = where.get(info.name)
-        if i is None:
-            misfit = any(f"{info.name!r}" in n for n in notes)
-            rows.append((info.name, info.type_names[0], shape, "-", "-", "-", "-",
-                         "left dense: " + _why_dense(info, groups, head, misfit)))
+        decision = plan.decisions[info.name]
+        if not decision.pruned:
+            rows.append((info.name, info.type_names[0], shape, "-", "-", "-", "-", "left dense: " + decision.reason))
             continue
-        g = groups[i]
+        g = groups[decision.group]
         units = get_pattern(g).layer_units(info.name, info.shape)
         unit = "x".join(map(str, units.block_size()))
-        rows.append((info.name, info.type_names[0], shape, str(i), g["pattern"], f"{g['target_sparsity']:.0%}",
-                     f"{units.n_units:,} of {unit}", ""))
+        rows.append((info.name, info.type_names[0], shape, str(decision.group), g["pattern"],
+                     f"{g['target_sparsity']:.0%}", f"{units.n_units:,} of {unit}", ""))
     return rows, notes
 
 

@@ -17,9 +17,10 @@ layer 'fc': saved with pattern '4x1', target 0.75, magnitude, global scope; now 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from .errors import PruningStateError
+from .report import SparsityReport
 
 #: The keys two layer records must share. The schedule may change between runs, and so may the target as long
 #: as it does not fall below the saved one (masks only grow, so a lower target could never be reached).
@@ -47,22 +48,32 @@ def session_records(session: Any, extra: Optional[Mapping[str, Mapping[str, Any]
     return layer_records([p.config for p in session.pruners], [list(p.modules) for p in session.pruners], extra)
 
 
-def encode(records: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """The records as UTF-8 JSON (sorted keys, so equal plans give equal bytes)."""
-    return json.dumps({"version": VERSION, "layers": records}, sort_keys=True, separators=(",", ":")).encode()
+def encode(layers: Mapping[str, Mapping[str, Any]], dense: Optional[Mapping[str, Mapping[str, Any]]] = None) -> bytes:
+    """The records as UTF-8 JSON (sorted keys, so equal plans give equal bytes). ``dense`` records the layers no
+    group prunes (their ``note``: why), so a report from a checkpoint alone lists what the live report lists."""
+    return json.dumps({"version": VERSION, "layers": layers, "dense": dense or {}}, sort_keys=True,
+                      separators=(",", ":")).encode()
 
 
-def decode(data: bytes) -> Dict[str, Dict[str, Any]]:
-    """The records from :func:`encode`'s bytes; an unreadable record is a :class:`PruningStateError`."""
+def decode(data: bytes) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+    """``(layers, dense)`` from :func:`encode`'s bytes; an unreadable record is a :class:`PruningStateError`."""
     try:
         parsed = json.loads(bytes(data).decode())
-        layers = parsed["layers"]
-        if not isinstance(layers, dict):
+        layers, dense = parsed["layers"], parsed.get("dense", {})
+        if not isinstance(layers, dict) or not isinstance(dense, dict):
             raise TypeError("layers is not a mapping")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise PruningStateError(f"the checkpoint's pruning record is unreadable ({exc}); was it written by "
                                 f"nc_prune?") from None
-    return layers
+    return layers, dense
+
+
+def report(weights: Mapping[str, Any], layers: Mapping[str, Mapping[str, Any]],
+           dense: Mapping[str, Mapping[str, Any]], masks: Mapping[str, Any]) -> SparsityReport:
+    """The sparsity report of a model from its canonical weights and masks and its records — the one way every
+    report is made, live or from a checkpoint file, so the two print the same table."""
+    return SparsityReport.from_arrays(dict(weights), {n: r["pattern"] for n, r in layers.items()},
+                                      {n: r.get("note", "") for n, r in dense.items()}, dict(masks))
 
 
 def _plan(record: Mapping[str, Any]) -> str:

@@ -11,13 +11,13 @@ import keras
 from ..core import records
 from ..core.config import WeightPruningConfig
 from ..core.errors import ConfigTypeError, PruningStateError, warn_user
-from ..core.layers import plan_layers
 from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from .callback import PruningCallback
 from .discovery import PrunableWeight, find_prunable_weights
 from .optimizer import JAX_UNSUPPORTED, PruningOptimizer
-from .pruner import KerasBasePruner, to_numpy
+from .pruner import KerasBasePruner
+from .report import find_pruning_optimizer, planned_report, saved_plan
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ def _install(model: keras.Model, optimizer: keras.optimizers.Optimizer, what: st
         warnings.warn(
             f"could not recompile the model ({reason}); model.optimizer was replaced directly, so {what}",
             stacklevel=3)
-
-
-def find_pruning_optimizer(optimizer: Any) -> Optional[PruningOptimizer]:
-    """The :class:`PruningOptimizer` in ``optimizer`` (itself, or inside a ``LossScaleOptimizer``), else None."""
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = optimizer.inner_optimizer
-    return optimizer if isinstance(optimizer, PruningOptimizer) else None
 
 
 def _loss_scaled(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
@@ -151,7 +144,7 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
 
     replan: List[str] = []
     if existing is not None and existing.pruning_config is not None:
-        differ = records.conflicts(_saved_records(existing, infos), records.session_records(session))
+        differ = records.conflicts(saved_plan(existing, infos)[0], records.session_records(session))
         if differ and not all(g["resume_from_pruned_checkpoint"] for g in config.groups):
             raise records.mismatch_error(list(differ.values()), "this model (saved or prepared under another config)")
         if differ:  # re-plan: finish the old pruning (its zeros stay), start afresh from those zeros
@@ -195,15 +188,6 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
     return callback
 
 
-def _saved_records(wrapper: PruningOptimizer, infos) -> Dict[str, Dict[str, Any]]:
-    """The per-layer plan the wrapper's saved config gave this model's layers."""
-    saved = WeightPruningConfig.from_dict(wrapper.pruning_config)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its layer warnings were shown when it was prepared
-        plan = plan_layers(infos, saved.groups)
-    return records.layer_records(saved.groups, [[layer.name for layer in g] for g in plan.groups])
-
-
 def _parts(target: Union[keras.Model, PruningCallback]):
     if isinstance(target, PruningCallback):
         return target.model, target.optimizer
@@ -241,26 +225,18 @@ def strip(target: Union[keras.Model, PruningCallback]) -> keras.Model:
     return model
 
 
-def sparsity_report(target: Union[keras.Model, PruningCallback],
-                    patterns: Optional[Dict[str, str]] = None) -> SparsityReport:
+def sparsity_report(target: Union[keras.Model, PruningCallback]) -> SparsityReport:
     """Zeros of every prunable weight of the model, per layer and total — the torch backend's report.
 
     Shapes are canonical ``(out, in, *kernel)``, so a Keras model and the torch model with the same
-    numbers give the same table. Patterns are shown for the layers being pruned.
+    numbers give the same table. A model being pruned (or loaded mid-pruning) shows each pruned layer's
+    pattern and pruned units and why each other one is dense — from the plan its optimizer carries, the
+    same table ``callback.report()`` and ``nc-prune report model.keras`` print.
 
     Args:
         target: the model, or the callback ``prepare_pruning`` returned.
-        patterns: ``{layer: pattern}`` to show; by default taken from the live pruning, if any.
     """
     if isinstance(target, PruningCallback):
         return target.report()
     model, wrapper = _parts(target)
-    owner = wrapper._held.owner if wrapper is not None else None
-    if owner is not None and patterns is None:
-        return owner.report()
-    return _report(find_prunable_weights(model), patterns or {})
-
-
-def _report(weights: List[PrunableWeight], patterns: Dict[str, str]) -> SparsityReport:
-    arrays = {w.name: w.layout.to_canonical(to_numpy(w.variable)) for w in weights}
-    return SparsityReport.from_arrays(arrays, patterns)
+    return planned_report(find_prunable_weights(model), wrapper)

@@ -31,7 +31,7 @@ from ..core.report import SparsityReport
 from ..core.session import PruningSession
 from .discovery import PrunableWeight
 from .optimizer import PruningOptimizer
-from .pruner import to_numpy
+from .report import planned_report
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class PruningCallback(keras.callbacks.Callback):
         self._weight_pruners = [p for p in session.pruners if not p.needs_grad]
         self._collecting: List[Optional[bool]] = [None] * len(self._grad_pruners)
         self._step: Optional[int] = None  # mirror of the wrapper's step variable (see _current_step)
+        self._exact = external_optimizer  # read the variable every batch instead of mirroring it
         self._removed = False
         optimizer._score_hook = self._fold_gradients
         optimizer._held.owner = self
@@ -110,6 +111,8 @@ class PruningCallback(keras.callbacks.Callback):
                 f"callback cannot act between them; compile with steps_per_execution=1 while pruning"
             )
         self.optimizer.active = True
+        self._exact = self._external or isinstance(getattr(self.model, "optimizer", None),
+                                                   keras.optimizers.LossScaleOptimizer)
         step = self._step = self.optimizer.prune_step
         self.session.global_step = step
         self.session.on_train_begin()
@@ -125,8 +128,10 @@ class PruningCallback(keras.callbacks.Callback):
     def _current_step(self) -> int:
         """The wrapper's step counter. Within ``model.fit`` (one optimizer step per batch, checked at every
         epoch start) a Python mirror is used: reading the variable every batch would stall the pipeline.
-        A custom loop reads the variable each time, whatever it does between the hooks."""
-        if self._external or self._step is None:
+        A custom loop reads the variable each time, whatever it does between the hooks, and so does a loss-scaled
+        ``fit``, whose steps with non-finite gradients are skipped (and not counted, as torch's GradScaler skips
+        ``optimizer.step``)."""
+        if self._exact or self._step is None:
             self._step = self.optimizer.prune_step
         return self._step
 
@@ -146,7 +151,12 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
-        step = self.optimizer.prune_step - 1 if self._external else self._current_step()  # the step that just ran
+        if self._exact:
+            step = self.optimizer.prune_step - 1  # the step that just ran
+            if self._step is not None and step < self._step:
+                return  # the loss scaler skipped it: nothing was applied, nothing is counted
+        else:
+            step = self._current_step()
         self.session.global_step = step
         for p in self._grad_pruners:
             p.on_before_optimizer_step()
@@ -224,10 +234,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     # ---- reporting ---------------------------------------------------------------------------
     def report(self) -> SparsityReport:
-        """Zeros of every prunable weight of the model, with the pattern of each pruned one.
-
-        Shapes are canonical ``(out, in, *kernel)``, as in the torch backend's report.
+        """Zeros of every prunable weight of the model, with each pruned layer's pattern and pruned units and
+        why each other one is dense. Shapes are canonical ``(out, in, *kernel)``, as in the torch backend's report.
         """
-        arrays = {w.name: w.layout.to_canonical(to_numpy(w.variable)) for w in self._all_weights}
-        masks = {n: p._get_mask(n) for p in self.session.pruners for n in p.modules}
-        return SparsityReport.from_arrays(arrays, self.session.layer_patterns(), self.session.layer_plan.dense(), masks)
+        return planned_report(self._all_weights, self.optimizer)

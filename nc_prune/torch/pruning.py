@@ -31,7 +31,7 @@ from .batches import batch_loss
 from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
 from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ReapplyMask, is_state_buffer,
-                    plan_tensor, read_plan)
+                    plan_tensor, read_plan, report_from_state)
 
 # model → its live TorchPruning. The value is a weak reference: a strong one would keep every prepared model
 # alive for good (the pruning object holds its model), and the optimizer's step hooks keep a pruning that is
@@ -92,8 +92,12 @@ class _Structure:
                 )
 
 
+def _layout(target: TorchTarget) -> str:
+    return "transposed" if target.transposed else "canonical"
+
+
 def _glue_extra(session: PruningSession, targets: Dict[str, TorchTarget]) -> Dict[str, Dict[str, Any]]:
-    return {name: {"layout": "transposed" if targets[name].transposed else "canonical", REPLAN: p.config[REPLAN]}
+    return {name: {"layout": _layout(targets[name]), REPLAN: p.config[REPLAN]}
             for p in session.pruners for name in p.modules}
 
 
@@ -130,6 +134,7 @@ class TorchPruning:
                                           PytorchBasePruner)
             self.pruners: List[PytorchBasePruner] = self.session.pruners  # type: ignore[assignment]
             self._targets = {name: targets[name] for p in self.pruners for name in p.modules}
+            self._all_targets = targets
             if optimizer is not None:
                 self._check_optimizer(optimizer)
             self._install_root_state()
@@ -181,13 +186,15 @@ class TorchPruning:
         live = records.session_records(self.session, _glue_extra(self.session, self._targets))
         existing = read_plan(root._buffers.get(PLAN_BUFFER))
         if existing is not None:
-            differ = records.conflicts(existing, live)
+            differ = records.conflicts(existing[0], live)
             if differ and not all(r[REPLAN] for r in live.values()):
                 raise records.mismatch_error(list(differ.values()), "this model (prepared before, not stripped)")
             for name in (n for n in differ if n in live):  # re-plan from the zeros the weights have
                 t = self._targets[name]
                 t.module._buffers[t.mask_name].copy_(t.weight.detach() != 0)
-        root.register_buffer(PLAN_BUFFER, plan_tensor(live), persistent=True)
+        dense = {name: {"note": reason, "layout": _layout(self._all_targets[name])}
+                 for name, reason in self.layer_plan.dense().items()}
+        root.register_buffer(PLAN_BUFFER, plan_tensor(live, dense), persistent=True)
         if root._buffers.get(STEP_BUFFER) is None:
             device = next(iter(self._targets.values())).weight.device
             root.register_buffer(STEP_BUFFER, torch.zeros((), dtype=torch.int64, device=device), persistent=True)
@@ -398,22 +405,20 @@ def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Op
     return pruning
 
 
-def sparsity_report(model: nn.Module, patterns: Optional[Dict[str, str]] = None,
-                    notes: Optional[Dict[str, str]] = None) -> SparsityReport:
+def sparsity_report(model: nn.Module) -> SparsityReport:
     """Sparsity of every prunable weight of ``model`` (Linear, Conv, ``Conv1D``), per layer and total.
 
-    ``patterns`` and ``notes`` (why a layer is dense) default to those of the live pruning, if any, whose
-    masks also give each pruned layer's count of pruned units.
+    A model being pruned (or loaded from a checkpoint saved during pruning) carries its plan: then each
+    pruned layer shows its pattern and pruned units, and each dense one why it is dense — the same table
+    ``nc-prune report`` prints from the saved ``state_dict``.
     """
-    live = live_pruning(model)
-    if patterns is None:
-        patterns = live.session.layer_patterns() if live is not None else {}
-    if notes is None:
-        notes = live.layer_plan.dense() if live is not None else {}
-    masks = {n: p._get_mask(n) for p in live.pruners for n in p.modules} if live is not None else {}
-    _, targets = find_targets(unwrap(model))
-    rows = {name: t.canonical(t.weight.detach()).cpu().float().numpy() for name, t in targets.items()}
-    return SparsityReport.from_arrays(rows, patterns, notes, masks)
+    root = unwrap(model)
+    report = report_from_state(root.state_dict(keep_vars=True))
+    if report is not None:
+        return report
+    _, targets = find_targets(root)
+    return SparsityReport.from_arrays({name: t.canonical(t.weight.detach()).cpu().float().numpy()
+                                       for name, t in targets.items()})
 
 
 def _finish(module: nn.Module) -> None:

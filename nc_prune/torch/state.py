@@ -17,7 +17,7 @@ deep-copy and pickle:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -39,12 +39,41 @@ def is_state_buffer(name: str) -> bool:
     return STATE_PREFIX in name
 
 
-def plan_tensor(data: Mapping[str, Mapping[str, Any]]) -> torch.Tensor:
-    return torch.tensor(list(records.encode(data)), dtype=torch.uint8)
+def plan_tensor(layers: Mapping[str, Mapping[str, Any]], dense: Mapping[str, Mapping[str, Any]]) -> torch.Tensor:
+    return torch.tensor(list(records.encode(layers, dense)), dtype=torch.uint8)
 
 
-def read_plan(t: Optional[torch.Tensor]) -> Optional[Dict[str, Dict[str, Any]]]:
+def read_plan(t: Optional[torch.Tensor]) -> Optional[Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]]:
+    """``(pruned layer records, dense layer records)`` of a plan buffer, or None without one."""
     return None if t is None else records.decode(bytes(t.cpu().tolist()))
+
+
+def canonical(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """A stored weight (or mask) in the canonical layout, from its record's ``layout``."""
+    return t.t() if layout == "transposed" else t
+
+
+def report_from_state(state: Mapping[str, torch.Tensor], prefix: str = ""):
+    """The sparsity report of a state dict that carries a plan (``nc_prune_plan``), else None: the same table a
+    live pruning prints, from the file alone."""
+    plan = read_plan(state.get(prefix + PLAN_BUFFER))
+    if plan is None:
+        return None
+    layers, dense = plan
+    weights, masks = {}, {}
+    for name, record in {**dense, **layers}.items():
+        key = f"{prefix}{name}." if name else prefix
+        weights[name] = canonical(state[key + "weight"].detach(), record["layout"]).float().cpu().numpy()
+        if name in layers:
+            masks[name] = canonical(state[key + "weight" + MASK_SUFFIX], record["layout"]).cpu().numpy()
+    order = [n for n in state_order(state, prefix) if n in weights]
+    return records.report({n: weights[n] for n in order}, layers, dense, masks)
+
+
+def state_order(state: Mapping[str, Any], prefix: str) -> list:
+    """Layer names in the order their weights appear in the state dict (module order)."""
+    return [k[len(prefix): -len(".weight")] if k.endswith(".weight") else "" for k in state
+            if k.startswith(prefix) and (k.endswith(".weight") or k == prefix + "weight")]
 
 
 class ReapplyMask:
@@ -73,7 +102,7 @@ class CheckRecords:
         self._replan = []
         if live_t is None or saved_t is None or torch.equal(saved_t.cpu(), live_t.cpu()):
             return
-        live, saved = read_plan(live_t), read_plan(saved_t)
+        (live, _), (saved, _) = read_plan(live_t), read_plan(saved_t)
         differ = records.conflicts(saved, live)
         if differ and not all(record.get(REPLAN) for record in live.values()):
             raise records.mismatch_error(list(differ.values()), "this checkpoint")

@@ -106,7 +106,7 @@ def test_validate_yaml_plan_for_the_demo_cnn(tmp_path, capsys):
         ["fc2", "Linear", "10x64", "-", "-", "-", "-"],
     ]
     assert out.splitlines()[-1].startswith("fc2 ")
-    assert out.splitlines()[-1].endswith("left dense: classifier head (last linear layer)")
+    assert out.splitlines()[-1].endswith("left dense: classifier head")
     assert "left dense: matched by excluded_op_names" in out
 
 
@@ -498,6 +498,7 @@ def test_report_keras_mid_pruning_checkpoint(tmp_path, capsys, policy):
     import numpy as np
     from nc_prune import WeightPruningConfig
     from tests.cli.models import keras_cnn
+    keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy(policy)
     try:
         model = keras_cnn()
@@ -513,9 +514,13 @@ def test_report_keras_mid_pruning_checkpoint(tmp_path, capsys, policy):
     model.save(path)
     code, out, err = run(capsys, "report", str(path))
     assert code == 0, err
-    assert "; saved during pruning at step 3 (masks still attached; nc_prune.keras.strip(model) before export)" \
+    step = cb.optimizer.prune_step  # 3, less any step the loss scaler skipped (not counted, as in torch)
+    assert step in (2, 3) and cb.global_step == step
+    assert f"; saved during pruning at step {step} (masks still attached; nc_prune.keras.strip(model) before export)" \
         in out.splitlines()[0]
     assert out.splitlines()[-1].split()[2] == f"{nk.sparsity_report(model).total_zeros:,}"
+    assert out.splitlines()[1:] == str(cb.report()).splitlines()  # the live table, patterns, units and notes
+    assert "4x1" in out and "classifier head" in out
     nk.strip(model)
     model.save(path)
     code, out, _ = run(capsys, "report", str(path))
@@ -535,3 +540,34 @@ def test_unexpected_errors_are_one_line_exit_1(monkeypatch, capsys, tmp_path):
         "nc-prune validate: error: RuntimeError: disk on fire second line (run with --debug for the traceback)\n")
     code, _, err = run(capsys, "--debug", "validate", "x.json")
     assert code == 1 and err.startswith("Traceback (most recent call last)")
+
+
+def test_report_of_a_state_dict_saved_during_pruning_is_the_live_report(capsys, tmp_path):
+    """GPT-2 (tied head, transformers Conv1D stored (in, out)): the file's table is pruning.report()'s — canonical
+    shapes, only the prunable layers, patterns and unit counts, the dense layers' notes — from the same code."""
+    import warnings
+
+    import torch
+    transformers = pytest.importorskip("transformers")
+    from nc_prune import WeightPruningConfig
+    from nc_prune.torch import prepare_pruning
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0))
+        pruning = prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", pattern="4x1",
+                                                             target_sparsity=0.5, op_names=[".*"]),
+                                  dataloader=[{"input_ids": torch.randint(0, 100, (2, 8))}])
+    path = tmp_path / "gpt2.pt"
+    torch.save(model.state_dict(), path)
+    code, out, _ = run(capsys, "report", str(path))
+    assert code == 0
+    live = str(pruning.report())
+    assert out.splitlines()[1:] == live.splitlines()
+    assert any(line.split()[:2] == ["transformer.h.0.attn.c_attn", "96x32"] for line in live.splitlines())
+    assert not any(line.startswith("transformer.wte") for line in live.splitlines())
+    assert any(line.startswith("lm_head") and "weight shared with transformer.wte.weight" in line
+               for line in live.splitlines())
+    code, out, _ = run(capsys, "report", str(path), "--json")
+    assert json.loads(out) == pruning.report().to_dict()

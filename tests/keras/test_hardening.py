@@ -101,3 +101,17 @@ def test_a_callback_given_to_another_models_fit_says_so():
     cb = prepare_pruning(model, config(pattern="1x1", target_sparsity=0.5))
     with pytest.raises(PruningStateError, match=r"prepared for model 'mlp'.*prepare_pruning\(model, config\)"):
         other.fit(x, y, verbose=0, callbacks=[cb])
+
+
+def test_a_step_the_loss_scaler_skips_is_not_counted_and_the_schedule_stays_with_the_saved_step(tmp_path):
+    x, y = data((16,), n=32)
+    model = compiled(mlp())
+    model.optimizer = keras.optimizers.LossScaleOptimizer(model.optimizer, initial_scale=2.0 ** 15)
+    cb = prepare_pruning(model, config(pattern="1x1", target_sparsity=0.5, start_step=0, end_step=6,
+                                       pruning_frequency=2))
+    wrapper = cb.optimizer
+    big = np.full_like(y, 1e36)  # the first batch's loss overflows: its step is skipped
+    fit(model, cb, np.concatenate([x[:8], x[8:]]), np.concatenate([big[:8], y[8:]]))
+    applied = int(model.optimizer.inner_optimizer.iterations.numpy())
+    assert applied == 3 and wrapper.prune_step == 3 == cb.global_step
+    assert cb._step == wrapper.prune_step  # the callback's own count agrees with what a save would record
