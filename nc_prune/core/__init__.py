@@ -11,6 +11,7 @@ from .criteria import Criterion
 from .schedulers import Scheduler, get_scheduler, sparsity_at
 from .regularizers import Regularizer
 from .pruner import BasePruner, get_pruner_class
+from .oneshot import CalibrationPruner, SparseGPTPruner, WandaPruner
 from .masks import compute_masks
 from .layers import LayerInfo, plan_groups, select_group
 from .report import LayerSparsity, SparsityReport
@@ -25,7 +26,7 @@ __all__ = [
     "register_sparsity_decay",
     "LayerUnits", "Pattern", "PatternNInM", "PatternNxM", "get_pattern",
     "Criterion", "Scheduler", "get_scheduler", "sparsity_at", "Regularizer",
-    "BasePruner", "get_pruner_class", "compute_masks",
+    "BasePruner", "get_pruner_class", "compute_masks", "CalibrationPruner", "SparseGPTPruner", "WandaPruner",
     "LayerInfo", "plan_groups", "select_group", "LayerSparsity", "SparsityReport",
     "PruningSession", "compose_pruner_class",
 ]

@@ -113,6 +113,15 @@ class BasePruner:
         """Add a canonical numpy array to the weight's gradient."""
         raise NotImplementedError
 
+    def _canonical_weight(self, name: str) -> Any:
+        """The weight in the canonical layout as the framework's own array (on its device), for the one-shot
+        maths (:mod:`nc_prune.core.oneshot`), which runs on it without a copy to numpy."""
+        raise NotImplementedError
+
+    def _write_weight(self, name: str, canonical: Any) -> None:
+        """Write new weights, given in the canonical layout as returned by :meth:`_canonical_weight`."""
+        raise NotImplementedError
+
     def _missing_grad_hint(self, name: str) -> str:
         """Why the layer may have had no gradient, and the fix (backends know more, e.g. ``requires_grad``)."""
         return ("call loss.backward() before the optimizer step; if the loss does not depend on the layer, leave it "
