@@ -180,7 +180,8 @@ def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> Layer
         else:
             rule, reason, hint = max(_why_not(layer, g, head, named) for g, named in zip(groups, singled))
             decisions[layer.name] = Decision(None, reason, hint)
-            if _RULES[rule] == "shared":
+            asked = any(any(re.search(p, layer.name) for p in g["op_names"]) for g in groups)
+            if _RULES[rule] == "shared" and (layer.name != head or asked):  # an unasked tied head: dense anyway
                 warn_user(f"layer {layer.name!r} is left dense: its {reason} ({hint})")
     return LayerPlan(plans, decisions)
 

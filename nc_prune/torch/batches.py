@@ -2,7 +2,8 @@
 
 A batch is one of
 
-* a dict — the model is called as ``model(**batch)`` (a tokenizer's output, with or without ``labels``);
+* a dict or other mapping — the model is called as ``model(**batch)`` (a tokenizer's ``BatchEncoding``, with
+  or without ``labels``);
 * a pair ``(inputs, target)`` (a tuple or list of two) — ``inputs`` is a tensor (``model(inputs)``), a dict
   (``model(**inputs)``) or a tuple/list (``model(*inputs)``); ``target`` goes to ``loss_func(output, target)``;
 * a one-item tuple/list ``(inputs,)``, or a tensor — the model is called on the inputs alone.
@@ -16,6 +17,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, Optional, Tuple
 
 import torch
@@ -30,7 +32,7 @@ def describe(batch: Any, depth: int = 0) -> str:
         return f"Tensor[{', '.join(map(str, batch.shape))}] {str(batch.dtype).replace('torch.', '')}"
     if depth > 2:
         return type(batch).__name__
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         inner = ", ".join(f"{k}: {describe(v, depth + 1)}" for k, v in list(batch.items())[:8])
         return f"dict({inner}{', ...' if len(batch) > 8 else ''})"
     if isinstance(batch, (list, tuple)):
@@ -56,7 +58,7 @@ def split_batch(batch: Any) -> Tuple[Any, Optional[Any]]:
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
     """The model's output on ``inputs`` (a dict as keywords, a tuple/list as positions, else one argument)."""
-    if isinstance(inputs, dict):
+    if isinstance(inputs, Mapping):  # a dict, or a tokenizer's BatchEncoding
         return model(**inputs)
     if isinstance(inputs, (list, tuple)):
         return model(*inputs)
@@ -82,7 +84,7 @@ def batch_loss(model: nn.Module, batch: Any, loss_func: Optional[Callable]) -> t
     out, target = run_batch(model, batch)
     if loss_func is not None:
         return loss_func(out, target) if target is not None else loss_func(out)
-    loss = out.get("loss") if isinstance(out, dict) else getattr(out, "loss", None)
+    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
     if loss is None:
         raise ConfigError(
             f"scoring by gradients needs a loss: pass loss_func(output, target), or batches with labels for a model "

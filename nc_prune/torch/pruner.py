@@ -87,10 +87,21 @@ class PytorchBasePruner(BasePruner):
     def _get_mask(self, name) -> np.ndarray:
         return self._to_canonical(name, self._buffer(name, "mask"))
 
-    def _store(self, name: str, buf: torch.Tensor, value: np.ndarray) -> None:
-        buf.copy_(self.modules[name].native(torch.from_numpy(np.ascontiguousarray(value))).to(buf.device))
+    def _store(self, name: str, buf: torch.Tensor, value) -> None:
+        """Copy a canonical numpy array or tensor into a buffer of the native layout."""
+        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        buf.copy_(self.modules[name].native(t).to(buf.device))
 
-    def _set_mask(self, name, keep: np.ndarray) -> None:
+    def _canonical_weight(self, name) -> torch.Tensor:
+        target: TorchTarget = self.modules[name]
+        return target.canonical(target.weight.detach())
+
+    @torch.no_grad()
+    def _write_weight(self, name, canonical: torch.Tensor) -> None:
+        target: TorchTarget = self.modules[name]
+        target.weight.copy_(target.native(canonical).to(dtype=target.weight.dtype, device=target.weight.device))
+
+    def _set_mask(self, name, keep) -> None:
         buf = self._buffer(name, "mask")
         self._store(name, buf, keep)
         self.masks[name] = buf

@@ -28,6 +28,7 @@ from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from ..progress import progress
 from .batches import batch_loss
+from .calibration import Calibration, CalibrationReport
 from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
 from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ReapplyMask, is_state_buffer,
@@ -115,7 +116,10 @@ class TorchPruning:
     Attributes:
         model: the model as passed (a ``torch.compile`` / DDP wrapper included; names are the inner model's).
         layer_plan: which group prunes each layer, and why the others stay dense.
+        calibration: what the last one-shot calibration run (``sparse_gpt`` / ``wanda``) did and took, or None.
     """
+
+    calibration: Optional[CalibrationReport] = None
 
     def __init__(self, model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         if not isinstance(model, nn.Module):
@@ -294,27 +298,45 @@ class TorchPruning:
 
     # ---- one-shot ------------------------------------------------------------------------------
     def prune_now(self, dataloader: Optional[Iterable] = None, loss_func: Optional[Callable] = None,
-                  max_batches: Optional[int] = None) -> None:
+                  max_batches: Optional[int] = None, device: Optional[Any] = None,
+                  blocks: Optional[str] = None) -> None:
         """Prune every group to its final target at once.
 
         Gradient criteria (``snip``, ``snip_momentum``, ``gradient``) need ``dataloader``: its batches are run
         forward and backward (no weight update) to build the scores. A batch is a dict (``model(**batch)``),
         ``(inputs, target)`` or a tensor (see :mod:`nc_prune.torch.batches`); ``loss_func(output, target)``
         computes the loss, else the model's output must have a ``loss`` (transformers models given labels).
+
+        ``sparse_gpt`` and ``wanda`` groups are pruned from the dataloader's batches block by block (see
+        :mod:`nc_prune.torch.calibration`): ``blocks`` names the model's block list when it cannot be found,
+        ``device`` is where each block is computed (INC's argument; the model stays where it is). What the
+        run did is in :attr:`calibration`.
         """
         self._structure.check()
-        self.session.on_train_begin(dataloader)
-        if self.session.needs_grad:
+        calibrated = [p for p in self.pruners if getattr(p, "calibrated", False)]
+        regular = [p for p in self.pruners if not getattr(p, "calibrated", False)]
+        calibration = None
+        if calibrated:
             if dataloader is None:
-                kinds = sorted({p.config["pruning_type"] for p in self.pruners if p.needs_grad})
+                kinds = sorted({p.config["pruning_type"] for p in calibrated})
+                raise ConfigError(f"pruning_type {', '.join(kinds)} learns from calibration data; pass "
+                                  f"dataloader= with a few batches of the model's inputs")
+            calibration = Calibration(self._root, calibrated, blocks, device)
+            calibration.check(dataloader)  # bad batches are refused before any weight changes
+        self.session.on_train_begin(dataloader)
+        if any(p.needs_grad for p in regular):
+            if dataloader is None:
+                kinds = sorted({p.config["pruning_type"] for p in regular if p.needs_grad})
                 raise ConfigError(
                     f"pruning_type {', '.join(kinds)} scores weights by their gradients; pass a dataloader "
                     f"(and loss_func) for one-shot pruning, or use pruning_type='magnitude'"
                 )
             self._accumulate_scores(dataloader, loss_func, max_batches)
-        for p in self.pruners:
+        for p in regular:
             if p.is_pruning_step(p.scheduler.last_pruning_step()):
                 p.update_masks(p.scheduler.last_pruning_step())
+        if calibration is not None:
+            self.calibration = calibration.run(dataloader)
         self.session.global_step = max(p.scheduler.last_pruning_step() + 1 for p in self.pruners)
         self._advance_step()
 
@@ -380,7 +402,8 @@ def _length(iterable: Any) -> Optional[int]:
 
 
 def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None,
-                    dataloader: Optional[Iterable] = None, loss_func: Optional[Callable] = None) -> TorchPruning:
+                    dataloader: Optional[Iterable] = None, loss_func: Optional[Callable] = None,
+                    device: Optional[Any] = None, blocks: Optional[str] = None) -> TorchPruning:
     """Prepare ``model`` for pruning as ``config`` describes (INC's ``prepare_pruning``).
 
     Args:
@@ -389,8 +412,11 @@ def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Op
             candidates. Frozen weights and weights shared with another module are left out unless named exactly.
         config: a :class:`~nc_prune.WeightPruningConfig` (or a dict of its keys).
         optimizer: training-time pruning follows this optimizer's steps through its step hooks.
-        dataloader: one-shot pruning now, with scores from these batches for gradient criteria.
+        dataloader: one-shot pruning now, with scores from these batches for gradient criteria, or with these
+            calibration batches for ``sparse_gpt`` and ``wanda``.
         loss_func: ``loss_func(output, target)`` for one-shot gradient scores.
+        device: where ``sparse_gpt`` / ``wanda`` compute each block (INC's argument); default the weights'.
+        blocks: the path of the model's block list (``"model.layers"``) when it cannot be found.
 
     Returns:
         A :class:`TorchPruning`; with neither optimizer nor dataloader, drive its callbacks yourself.
@@ -401,7 +427,7 @@ def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Op
         )
     pruning = TorchPruning(model, config, optimizer)
     if dataloader is not None:
-        pruning.prune_now(dataloader, loss_func)
+        pruning.prune_now(dataloader, loss_func, device=device, blocks=blocks)
     return pruning
 
 

@@ -150,3 +150,56 @@ def test_cell(ptype, pattern, frameworks):
 @pytest.fixture(autouse=True, scope="module")
 def _quiet_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def readme_one_shot_matrix():
+    """``[(pruning_type, pattern, owl, frameworks)]`` from the README's one-shot table."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("| one-shot `pruning_type`"))
+    patterns = [re.search(r"`([^`]+)`", c).group(1) for c in lines[start].strip("|").split("|")[1:]]
+    cells, types = [], []
+    for row in lines[start + 2:]:
+        if not row.startswith("|"):
+            break
+        first, *marks = [c.strip() for c in row.strip("|").split("|")]
+        owl = "owl" in first
+        names = types if owl else re.findall(r"^`([a-z_]+)`", first)
+        types += [] if owl else names
+        for ptype in names:
+            for pattern, mark in zip(patterns, marks):
+                cells.append((ptype, pattern, owl, tuple(FRAMEWORKS[m] for m in re.findall(r"\b(PT|K)\b", mark))))
+    return cells
+
+
+ONE_SHOT = readme_one_shot_matrix()
+
+
+@pytest.mark.parametrize("ptype,pattern,owl,frameworks", ONE_SHOT,
+                         ids=[f"{c[0]}-{c[1]}{'-owl' if c[2] else ''}" for c in ONE_SHOT])
+def test_one_shot_cell(ptype, pattern, owl, frameworks):
+    params = {"sparsity_allocation": "owl"} if owl else {}
+    target = 0.5 if ":" in pattern else 0.6
+    if not frameworks:
+        with pytest.raises(ConfigError):
+            WeightPruningConfig(pruning_type=ptype, pattern=pattern, target_sparsity=target, parameters=params)
+        return
+    assert frameworks == ("torch",)
+    import torch
+    from torch import nn
+    from nc_prune.torch import prepare_pruning
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    calib = [torch.randn(16, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    pruning = prepare_pruning(model, WeightPruningConfig(pruning_type=ptype, pattern=pattern, target_sparsity=target,
+                                                         parameters=params), dataloader=calib)
+    layers = pruning.calibration.layers
+    assert sorted(layers) == ["0", "2"]
+    if owl:
+        assert round(sum(info["sparsity"] for info in layers.values()) / 2, 9) == target
+    for name, info in layers.items():
+        w = model.get_submodule(name).weight
+        if ":" in pattern:
+            n, m = map(int, pattern.split(":"))
+            assert ((w == 0).reshape(w.shape[0], -1, m).sum(-1) == n).all()
+        else:
+            assert (w == 0).sum(1).tolist() == [count_for_ratio(w.shape[1], info["sparsity"])] * w.shape[0]
