@@ -1,4 +1,4 @@
-"""The ``nc-prune`` command (also ``python -m nc_prune``): demo, report, validate.
+"""The ``nc-prune`` command (also ``python -m nc_prune``): demo, report, validate, oneshot.
 
 Every error is one line on standard error, prefixed with the command, and a non-zero exit code:
 2 for bad input (arguments, files, configs), 1 for anything unexpected (``--debug`` shows the traceback).
@@ -422,6 +422,52 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# oneshot
+# --------------------------------------------------------------------------------------------
+def cmd_oneshot(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("transformers") is None:
+        raise CliError("oneshot reads a transformers model directory; pip install transformers")
+    if not os.path.isdir(args.model_dir) or not os.path.isfile(os.path.join(args.model_dir, "config.json")):
+        raise CliError(f"{args.model_dir} is not a transformers model directory (no config.json in it); give the "
+                       f"folder save_pretrained wrote")
+    if not os.path.isfile(args.calib):
+        raise CliError(f"no such calibration text: {args.calib}")
+    if os.path.abspath(args.out) == os.path.abspath(args.model_dir):
+        raise CliError("--out must differ from MODEL_DIR: the pruned model is written beside the original")
+    import torch
+    import transformers
+    from .torch import prepare_pruning
+    from .torch.batches import text_batches
+    parameters = {"sparsity_allocation": "owl"} if args.owl else {}
+    config = WeightPruningConfig(pruning_type=args.method, pattern=args.pattern, target_sparsity=args.sparsity,
+                                 parameters=parameters,
+                                 **({"pruning_scope": "local"} if args.method == "magnitude" else {}))
+    from .progress import progress_enabled
+    if not progress_enabled():
+        transformers.utils.logging.disable_progress_bar()  # its loading bar, off a terminal as ours are
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(args.model_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CliError(f"{args.model_dir}: cannot load its tokenizer ({_reason(exc)})") from None
+    with open(args.calib, encoding="utf-8") as fh:
+        batches = text_batches(tokenizer, fh.read(), args.samples, args.length, args.batch_size)
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CliError(f"{args.model_dir}: cannot load a causal LM ({_reason(exc)})") from None
+    model.eval()
+    pruning = prepare_pruning(model, config, dataloader=batches, device=args.device, blocks=args.blocks)
+    if pruning.calibration is not None:
+        print(pruning.calibration)
+    print(pruning.report())
+    pruning.strip()
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    print(f"wrote {args.out} (loads with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # parser and entry point
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -466,6 +512,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"{DEMO_MODEL!r} (the demo's torch CNN) or 'package.module:attr', a torch or Keras "
                                f"model or a function returning one")
     validate.set_defaults(func=cmd_validate)
+
+    oneshot = sub.add_parser("oneshot", help="prune a transformers causal LM at once from a calibration text",
+                             description="Load a transformers model directory, cut --samples windows of --length "
+                                         "tokens from the calibration text, prune one-shot block by block "
+                                         "(SparseGPT, Wanda or per-layer magnitude), print the report and write "
+                                         "the pruned model with save_pretrained.")
+    oneshot.add_argument("model_dir", metavar="MODEL_DIR", help="what save_pretrained wrote (config.json, weights, "
+                                                                "tokenizer)")
+    oneshot.add_argument("--method", choices=("sparse_gpt", "wanda", "magnitude"), default="sparse_gpt",
+                         help="one-shot method (default: %(default)s)")
+    oneshot.add_argument("--pattern", default="1x1", help="'1x1' (each row to the target) or N:M such as '2:4'")
+    oneshot.add_argument("--sparsity", type=float, default=0.5, help="target sparsity (N/M for N:M)")
+    oneshot.add_argument("--owl", action="store_true", help="spread the target over blocks by outliers (OWL)")
+    oneshot.add_argument("--calib", required=True, metavar="FILE.txt", help="calibration text (UTF-8)")
+    oneshot.add_argument("--samples", type=int, default=32, help="calibration windows (default: %(default)s)")
+    oneshot.add_argument("--length", type=int, default=256, help="tokens per window (default: %(default)s)")
+    oneshot.add_argument("--batch-size", type=int, default=4, help="windows per batch (default: %(default)s)")
+    oneshot.add_argument("--device", default=None, help="where to compute each block (default: the model's)")
+    oneshot.add_argument("--blocks", default=None, help="path of the block list when it is not found")
+    oneshot.add_argument("--out", required=True, metavar="DIR", help="where the pruned model is written")
+    oneshot.set_defaults(func=cmd_oneshot)
     return parser
 
 
