@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Tuple
 
@@ -93,18 +94,22 @@ def batch_loss(model: nn.Module, batch: Any, loss_func: Optional[Callable]) -> t
     return loss
 
 
-def text_batches(tokenizer: Any, text: str, samples: int = 32, length: int = 256, batch_size: int = 4) -> list:
-    """Calibration batches from a text: ``samples`` windows of ``length`` tokens, evenly spaced over the
-    tokenized text, grouped ``batch_size`` at a time as ``{"input_ids": LongTensor[batch, length]}``.
+def text_batches(tokenizer: Any, text: str, samples: int = 32, length: int = 256, batch_size: int = 4,
+                 seed: Optional[int] = None) -> list:
+    """Calibration batches from a text: ``samples`` windows of ``length`` tokens, grouped ``batch_size`` at a
+    time as ``{"input_ids": LongTensor[batch, length]}``.
 
-    Deterministic: the same text and tokenizer give the same batches. A text shorter than one window is an
-    error that says how long it is.
+    The windows are evenly spaced over the tokenized text, or, with ``seed``, drawn at random positions
+    (the same seed, the same windows). A text shorter than one window is an error that says how long it is.
     """
     ids = tokenizer(text, return_attention_mask=False)["input_ids"]
     if len(ids) < length:
         raise ConfigError(f"the calibration text has {len(ids)} tokens, fewer than one window of {length}; give a "
                           f"longer text or a smaller length")
     last = len(ids) - length
-    starts = sorted({round(i * last / max(samples - 1, 1)) for i in range(samples)})
+    if seed is None:
+        starts = sorted({round(i * last / max(samples - 1, 1)) for i in range(samples)})
+    else:
+        starts = sorted(random.Random(seed).sample(range(last + 1), min(samples, last + 1)))
     windows = torch.tensor([ids[s:s + length] for s in starts], dtype=torch.long)
     return [{"input_ids": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]

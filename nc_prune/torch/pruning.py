@@ -321,6 +321,7 @@ class TorchPruning:
                 kinds = sorted({p.config["pruning_type"] for p in calibrated})
                 raise ConfigError(f"pruning_type {', '.join(kinds)} learns from calibration data; pass "
                                   f"dataloader= with a few batches of the model's inputs")
+            dataloader = list(dataloader)  # read several times (capture, blocks, outside layers): a generator too
             calibration = Calibration(self._root, calibrated, blocks, device)
             calibration.check(dataloader)  # bad batches are refused before any weight changes
         self.session.on_train_begin(dataloader)

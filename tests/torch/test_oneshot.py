@@ -199,6 +199,22 @@ def test_owl_spreads_the_target_over_the_blocks_and_keeps_the_total():
         assert _rows(w).tolist() == [count_for_ratio(w.shape[1], info["sparsity"])] * w.shape[0]
 
 
+def test_groups_may_mix_one_shot_methods_and_a_generator_is_calibration_data_too():
+    model = llama()
+    cfg = WeightPruningConfig([{"op_names": ["self_attn"], "pruning_type": "wanda", "pattern": "2:4",
+                                "target_sparsity": 0.5},
+                               {"op_names": ["mlp"], "pruning_type": "sparse_gpt", "pattern": "1x1",
+                                "target_sparsity": 0.6}])
+    pruning = prepare_pruning(model, cfg, dataloader=(b for b in padded_batches()))
+    methods = {n: l["method"] for n, l in pruning.calibration.layers.items()}
+    assert {m for n, m in methods.items() if "self_attn" in n} == {"Wanda"}
+    assert {m for n, m in methods.items() if "mlp" in n} == {"SparseGPT"} and len(methods) == 14
+    w = model.model.layers[1].mlp.up_proj.weight
+    assert (w == 0).sum(1).tolist() == [count_for_ratio(32, 0.6)] * 64
+    q = model.model.layers[1].self_attn.q_proj.weight
+    assert ((q == 0).reshape(32, -1, 4).sum(-1) == 2).all()
+
+
 def test_inc_device_argument_and_blocks_named_explicitly():
     model = llama()
     pruning = prepare_pruning(model, WeightPruningConfig(pruning_type="sparse_gpt", pattern="1x1",
