@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+from .coupling import Coupling
 from .config import DEFAULTS, GLOBAL_TARGETS, PRUNING_SCOPES, REDUCE_TYPES, _choice, _number
 from .errors import ConfigTypeError, NoPrunableLayerError
 from .patterns.base import Pattern, get_pattern
@@ -19,6 +20,7 @@ def compute_masks(
     pre_masks: Optional[Mapping[str, Any]] = None,
     criterion_reduce_type: str = "mean",
     global_target: str = DEFAULTS["global_target"],
+    couplings: Optional[Sequence[Coupling]] = None,
 ) -> Dict[str, Any]:
     """Boolean keep-masks (True = keep) for ``scores``; lower scores are pruned first.
 
@@ -39,6 +41,8 @@ def compute_masks(
             of different sizes (``1xchannel`` over rows of different lengths) each count their size, and the
             pruned weights fall short of the target by less than one unit — and ``"units"`` a fraction of the
             units, as INC counted. Units of one size give the same masks either way.
+        couplings: :class:`~nc_prune.core.coupling.Coupling` s ranked as units of their own (a head over q, k,
+            v and o; a channel over ``up`` and ``down``): their members' masks come from them.
 
     >>> import numpy as np
     >>> w = np.array([[9., 1.], [8., 1.], [1., 7.], [1., 7.]])
@@ -65,5 +69,7 @@ def compute_masks(
             "pattern": pattern, "pruning_scope": scope, "criterion_reduce_type": criterion_reduce_type,
             "max_sparsity_ratio_per_op": hi, "min_sparsity_ratio_per_op": lo, "global_target": global_target,
         })
+    if couplings:
+        pat.couple(couplings)
     fn = pat.get_masks_global if scope == "global" else pat.get_masks_local
     return fn(scores, target_sparsity, pre_masks, hi)

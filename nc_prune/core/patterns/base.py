@@ -9,11 +9,12 @@ Arrays here are numpy, in the canonical layout ``(out, in, *kernel)``; masks are
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import arrays
+from ..coupling import CoupledUnits
 from ..config import DEFAULTS, parse_pattern
 from ..errors import ConfigError, NoPrunableLayerError, PatternShapeError, warn_user
 from ..registry import PATTERNS
@@ -195,6 +196,24 @@ class Pattern:
         return {n: arrays.like(arrays.to_numpy(w) != 0, w) for n, w in modules.items()}
 
     # ---- shared machinery -----------------------------------------------------------------------
+    def couple(self, couplings: Sequence[Any]) -> "Pattern":
+        """Rank these :class:`~nc_prune.core.coupling.Coupling` s as units of their own: their member layers'
+        masks then come from the couplings (heads, channels across layers), the other layers' from the pattern."""
+        self.couplings = list(couplings)
+        return self
+
+    def _items(self, scores) -> List["_Item"]:
+        """What selection ranks: each coupling whose members are all given, then each other fitting layer."""
+        couplings = [c for c in getattr(self, "couplings", []) if all(l in scores for l in c.layers)]
+        covered = {l for c in couplings for l in c.layers}
+        items: List[_Item] = [_Coupled(CoupledUnits(c, {l: _shape(scores[l]) for l in c.layers}), self)
+                              for c in couplings]
+        rest = {n: v for n, v in _LazyItems(scores, covered).items()}
+        items += [_Single(n, lu, self) for n, lu in self._fitting(rest).items()] if rest else []
+        if scores and not items:
+            raise NoPrunableLayerError(f"no layer fits pattern {self.pattern!r}")
+        return items
+
     def _masks(self, scores, target, pre_masks, max_ratio, is_global):
         """Masks read the scores one layer at a time, a few times over, and keep none of them.
 
@@ -211,33 +230,30 @@ class Pattern:
             shape = _shape(scores[n])
             if m.shape != shape:
                 raise ConfigError(f"pre_masks[{n!r}] has shape {m.shape} but its scores have shape {shape}")
-        layers = self._fitting(scores)
-        sources, sizes, lo, hi, largest, forced_by_name, minimum = [], [], [], [], 0, {}, []
-        for name, lu in layers.items():
-            keep = pre.get(name)
-            forced = 0 if keep is None else int(np.count_nonzero(lu.already_pruned(keep)))
-            forced_by_name[name] = forced > 0
-            n = lu.n_units
-            lo_l = count_at_least(n, min(1.0, min_ratio * lu.ratio_scale))
-            hi_l = count_for_ratio(n, min(1.0, max_ratio * lu.ratio_scale))
+        items = self._items(scores)
+        sources, sizes, lo, hi, minimum, forced = [], [], [], [], [], []
+        for item in items:
+            done = item.forced(pre)
+            forced.append(done > 0)
+            n = item.n_units
+            lo_l = count_at_least(n, min(1.0, min_ratio * item.ratio_scale))
+            hi_l = count_for_ratio(n, min(1.0, max_ratio * item.ratio_scale))
             if not is_global:
-                want = count_for_ratio(n, min(1.0, float(target) * lu.ratio_scale))
+                want = count_for_ratio(n, min(1.0, float(target) * item.ratio_scale))
                 lo_l = hi_l = min(max(want, lo_l), hi_l)
             minimum.append(lo_l)
-            sources.append(self._source(scores, name, lu, keep, forced > 0))
+            sources.append(item.source(scores, pre, done > 0))
             sizes.append(n)
-            lo.append(max(lo_l, forced))
-            hi.append(max(hi_l, forced))
-            largest = max(largest, int(np.prod(lu.shape)))
-        cache = selection.cache_budget(largest)
+            lo.append(max(lo_l, done))
+            hi.append(max(hi_l, done))
+        cache = selection.cache_budget(max(item.weights for item in items))
         if is_global:
-            weights = self._unit_weights(layers)
+            weights = self._unit_weights(items)
             if weights is None:  # units of one size: the target counts units (the same as weights)
-                scale = next(iter(layers.values())).ratio_scale
-                k, what, w = count_for_ratio(sum(sizes), min(1.0, float(target) * scale)), "units", [1] * len(sizes)
+                k, what, w = (count_for_ratio(sum(sizes), min(1.0, float(target) * items[0].ratio_scale)), "units",
+                              [1] * len(sizes))
             else:  # units of unequal size: the target is a fraction of the weights, each unit counts its size
-                total = sum(int(np.prod(lu.shape)) for lu in layers.values())
-                k, what, w = count_for_ratio(total, min(1.0, float(target))), "weights", weights
+                k, what, w = count_for_ratio(sum(i.weights for i in items), min(1.0, float(target))), "weights", weights
             most = sum(h * x for h, x in zip(hi, w))
             need = sum(m * x for m, x in zip(minimum, w))
             if k > most:
@@ -251,34 +267,112 @@ class Pattern:
             cuts, _ = global_cuts(sources, sizes, k, lo, hi, cache, weights)
         else:
             cuts = [layer_cut(src, c, n, cache) for src, c, n in zip(sources, lo, sizes)]
-        cut_by_name = dict(zip(layers, cuts))
-        out = {}
-        for name in scores:
-            ref = scores[name]
-            if name in layers:
-                keep = layers[name].prune_mask(arrays.to_numpy(ref), self.reduce_type, pre.get(name),
-                                               _decider(name, cut_by_name[name], forced_by_name[name]))
-                np.logical_not(keep, out=keep)
+        out: Dict[str, Any] = {}
+        for item, cut, was_forced in zip(items, cuts, forced):
+            for name, prune in item.prune_masks(scores, pre, cut, was_forced).items():
+                keep = np.logical_not(prune, out=prune)
                 if name in pre:
                     keep &= pre[name]
-            else:
-                keep = pre[name].copy() if name in pre else np.ones(_shape(ref), dtype=bool)
-            out[name] = arrays.like(keep, ref)
-        return out
+                out[name] = arrays.like(keep, scores[name])
+        for name in scores:
+            if name not in out:
+                out[name] = arrays.like(pre[name].copy() if name in pre else np.ones(_shape(scores[name]), dtype=bool),
+                                        scores[name])
+        return {name: out[name] for name in scores}
 
-    def _unit_weights(self, layers: Mapping[str, LayerUnits]) -> Optional[List[int]]:
-        """What one unit of each layer counts for in a global target: None when every unit has the same size
-        or ``global_target="units"`` (INC's counting), else each layer's unit size in weights."""
-        sizes = [lu.unit_size for lu in layers.values()]
+    def _unit_weights(self, items: Sequence["_Item"]) -> Optional[List[int]]:
+        """What one unit of each item counts for in a global target: None when every unit has the same size
+        or ``global_target="units"`` (INC's counting), else each item's unit size in weights."""
+        sizes = [item.unit_size for item in items]
         if self.global_target == "units" or len(set(sizes)) <= 1:
             return None
         return sizes
 
-    def _source(self, scores, name: str, lu: LayerUnits, keep: Optional[np.ndarray], forced: bool):
+
+class _LazyItems(Mapping):
+    """The layers of ``scores`` outside ``covered``, read lazily (a mapping may compute scores on access)."""
+
+    def __init__(self, scores, covered) -> None:
+        self._scores, self._names = scores, [n for n in scores if n not in covered]
+
+    def __getitem__(self, name):
+        return self._scores[name]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class _Item:
+    """What selection ranks as one "layer": a layer of the pattern, or a coupling of slices of several layers."""
+
+    n_units: int
+    unit_size: int
+    ratio_scale: float
+    weights: int
+
+    def forced(self, pre: Mapping[str, np.ndarray]) -> int:
+        """Units the earlier masks already prune (they stay pruned and rank first)."""
+        raise NotImplementedError
+
+    def source(self, scores, pre, forced: bool):
+        """A function yielding the unit scores, piece by piece, cleaned for selection."""
+        raise NotImplementedError
+
+    def prune_masks(self, scores, pre, cut: Cut, forced: bool) -> Dict[str, np.ndarray]:
+        """``{layer: element prune mask}`` for the units ``cut`` prunes."""
+        raise NotImplementedError
+
+
+class _Single(_Item):
+    def __init__(self, name: str, lu: LayerUnits, pattern: Pattern) -> None:
+        self.name, self.lu, self.pattern = name, lu, pattern
+        self.n_units, self.unit_size, self.ratio_scale = lu.n_units, lu.unit_size, lu.ratio_scale
+        self.weights = int(np.prod(lu.shape))
+
+    def forced(self, pre):
+        keep = pre.get(self.name)
+        return 0 if keep is None else int(np.count_nonzero(self.lu.already_pruned(keep)))
+
+    def source(self, scores, pre, forced):
+        name, lu, reduce_type, keep = self.name, self.lu, self.pattern.reduce_type, pre.get(self.name)
+
         def read() -> Iterator[np.ndarray]:
-            for units, done in lu.score_pieces(arrays.to_numpy(scores[name]), self.reduce_type, keep):
+            for units, done in lu.score_pieces(arrays.to_numpy(scores[name]), reduce_type, keep):
                 yield _unit_scores(units, done, name, forced)
         return read
+
+    def prune_masks(self, scores, pre, cut, forced):
+        return {self.name: self.lu.prune_mask(arrays.to_numpy(scores[self.name]), self.pattern.reduce_type,
+                                              pre.get(self.name), _decider(self.name, cut, forced))}
+
+
+class _Coupled(_Item):
+    def __init__(self, cu: CoupledUnits, pattern: Pattern) -> None:
+        self.cu, self.pattern = cu, pattern
+        self.n_units, self.unit_size, self.ratio_scale, self.weights = cu.n_units, cu.unit_size, 1.0, cu.weights
+        self.name = cu.coupling.name
+
+    def _keep(self, pre):
+        given = {l: pre[l] for l in self.cu.layers if l in pre}
+        return given or None
+
+    def forced(self, pre):
+        keep = self._keep(pre)
+        return 0 if keep is None else int(np.count_nonzero(self.cu.already_pruned(keep)))
+
+    def _units(self, scores, pre, forced):
+        units = self.cu.reduce({l: arrays.to_numpy(scores[l]) for l in self.cu.layers}, self.pattern.reduce_type, None)
+        keep = self._keep(pre)
+        return _unit_scores(units, None if keep is None else self.cu.already_pruned(keep), self.name, forced)
+
+    def source(self, scores, pre, forced):
+        return lambda: iter([self._units(scores, pre, forced)])
+
+    def prune_masks(self, scores, pre, cut, forced):
+        return self.cu.expand(Cutter(cut)(self._units(scores, pre, forced)))
 
 
 def _shape(value) -> Tuple[int, ...]:
