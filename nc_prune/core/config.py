@@ -315,25 +315,28 @@ def _merge(*layers: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _classes(resolved: Mapping[str, Any]) -> Tuple[Any, Any, Any]:
-    """The pruner, criterion and regularizer classes a resolved group names (criterion/regularizer may be None)."""
+def _classes(resolved: Mapping[str, Any]) -> Tuple[Any, Any, Any, Any]:
+    """The pruner, criterion, regularizer and pattern classes a resolved group names (criterion/regularizer may
+    be None)."""
     pruner, criterion = resolve_pruning_type(resolved["pruning_type"])
     reg = resolved["reg_type"]
     return (PRUNERS.get(pruner), CRITERIA.get(criterion) if criterion else None,
-            REGULARIZERS.get(reg) if reg else None)
+            REGULARIZERS.get(reg) if reg else None, PATTERNS.get(parse_pattern(resolved["pattern"])[0]))
 
 
 def _resolve(group: Mapping[str, Any], globals_: Mapping[str, Any], index: Optional[int]) -> Dict[str, Any]:
     """A group with every key: its own value, else the explicit global, else the default; checked as a whole."""
     resolved = _merge(DEFAULTS, globals_, group)
-    pruner, criterion, reg = _classes(resolved)
+    pruner, criterion, reg, pattern = _classes(resolved)
     name, crit = resolve_pruning_type(resolved["pruning_type"])
-    owners = parameters.describe(pruner, criterion, reg,
-                                 {"pruner": name, "criterion": crit, "regularizer": resolved["reg_type"]})
-    resolved["parameters"] = parameters.resolve(resolved["parameters"], parameters.declared([pruner, criterion, reg]),
+    owners = parameters.describe(pruner, criterion, reg, pattern,
+                                 {"pruner": name, "criterion": crit, "regularizer": resolved["reg_type"],
+                                  "pattern": resolved["pattern"]})
+    resolved["parameters"] = parameters.resolve(resolved["parameters"],
+                                                parameters.declared([pruner, criterion, reg, pattern]),
                                                 _where(index), owners)
     _check_group(resolved, index, uses_target=getattr(pruner, "uses_target", True))
-    for cls in (pruner, criterion, reg):
+    for cls in (pruner, criterion, reg, pattern):
         reason = getattr(cls, "config_error", lambda r: None)(resolved)
         if reason:
             raise ConfigError(f"{_where(index)}: {reason}")

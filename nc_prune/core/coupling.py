@@ -179,3 +179,26 @@ def check_couplings(couplings: Sequence[Coupling]) -> List[str]:
                 problems.append(f"{s.layer} ({s.axis}) belongs to both {seen[key]} and {c.name}")
             seen.setdefault(key, c.name)
     return problems
+
+
+def layer_units_pruned(keep: np.ndarray, spec: Mapping) -> Tuple[int, int]:
+    """``(pruned, total)`` units of a coupling as one member layer's keep-mask shows them.
+
+    ``spec`` is what a plan record keeps for a coupled layer: ``{"units": n, "slices": [[axis, width, offset],
+    ...]}`` (the member's slices); a unit counts as pruned when all of its entries are masked in this layer.
+    """
+    units = int(spec["units"])
+    pruned = np.ones(units, dtype=bool)
+    for axis, width, offset in spec["slices"]:
+        pruned &= ~_along(np.asarray(keep, dtype=bool), Slice("", axis, int(width), int(offset)), units).any(axis=1)
+    return int(pruned.sum()), units
+
+
+def member_specs(couplings: Sequence[Coupling]) -> Dict[str, Dict]:
+    """``{layer: spec}`` for every member layer of the couplings (see :func:`layer_units_pruned`)."""
+    out: Dict[str, Dict] = {}
+    for c in couplings:
+        for s in c.slices:
+            spec = out.setdefault(s.layer, {"coupling": c.name, "units": c.units, "slices": []})
+            spec["slices"].append([s.axis, s.width, s.offset])
+    return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ConfigError, NoPrunableLayerError, warn_user
 from .patterns.base import get_pattern
@@ -62,10 +62,15 @@ class Decision:
 
 @dataclass
 class LayerPlan:
-    """The outcome of layer selection: each group's layers, and a :class:`Decision` for every layer."""
+    """The outcome of layer selection: each group's layers, and a :class:`Decision` for every layer.
+
+    ``couplings[i]`` are the couplings (heads, channels spanning layers) group ``i``'s pattern prunes; their
+    member layers are in ``groups[i]``, brought in by the layers the group selected.
+    """
 
     groups: List[List[LayerInfo]]
     decisions: Dict[str, Decision]
+    couplings: List[List[Any]] = field(default_factory=list)
 
     def dense(self) -> Dict[str, str]:
         """``{layer: reason}`` of the layers no group prunes."""
@@ -130,25 +135,46 @@ def select_group(layers: Sequence[LayerInfo], group: Mapping, index: int) -> Lis
     return [layer for layer in layers if _why_not(layer, group, head, named) is None]
 
 
-def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> LayerPlan:
+def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping], couplings: Any = ()) -> LayerPlan:
     """Layers of every group, shape-checked against the group's pattern, and why the others stay dense.
 
-    Warns about layers left dense for a reason the user may not expect (a shape that does not fit the
-    pattern, a shared weight).
+    ``couplings`` (a sequence of :class:`~nc_prune.core.coupling.Coupling`, or a function of a group giving
+    one) are units spanning layers; a group whose pattern prunes such units (``"mha"``: heads; ``1xchannel``
+    on a producer, ``channelx1`` on a consumer: channels) takes every member layer of the couplings its
+    selected layers belong to. Warns about layers left dense for a reason the user may not expect (a shape
+    that does not fit the pattern, a shared weight).
 
     Raises:
         NoPrunableLayerError: a group selects nothing, or no layer of a group fits its pattern.
         ConfigError: a layer is selected by two groups.
     """
     head = head_name(layers)
+    by_name = {layer.name: layer for layer in layers}
     claimed: Dict[str, int] = {}
     misfit: Dict[str, str] = {}
-    plans = []
+    coupled_with: Dict[str, str] = {}
+    untouched: Dict[str, str] = {}
+    plans, used = [], []
     for i, group in enumerate(groups):
         chosen = select_group(layers, group, i)
         if not chosen:
             raise NoPrunableLayerError(_nothing_selected(layers, group, i, head))
         pattern = get_pattern(group)
+        names = {layer.name for layer in chosen}
+        offered = couplings(group) if callable(couplings) else couplings
+        mine = [c for c in offered if pattern.prunes_coupling(c, names) and all(l in by_name for l in c.layers)]
+        covered = {l for c in mine for l in c.layers}
+        whole = {a: c.name for c in mine for a in c.anchors if a not in covered}  # part of a unit, never cut
+        chosen = [layer for layer in chosen if layer.name not in whole]
+        for name, coupling in whole.items():
+            untouched[name] = coupling
+        for c in mine:
+            for l in c.layers:
+                if l not in names:  # a partner the group did not select: pruned with the unit it shares
+                    chosen.append(by_name[l])
+                    names.add(l)
+                    coupled_with[l] = c.name
+        used.append(mine)
         fitting = []
         for layer in chosen:
             if layer.name in claimed:
@@ -158,7 +184,7 @@ def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> Layer
                     f"excluded_op_names"
                 )
             claimed[layer.name] = i
-            reason = pattern.check_shape(layer.name, layer.shape)
+            reason = None if layer.name in covered else pattern.check_shape(layer.name, layer.shape)
             if reason:
                 misfit[layer.name] = reason
                 warn_user(f"{reason}; layer {layer.name!r} is left dense")
@@ -175,15 +201,19 @@ def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> Layer
     for layer in layers:
         if layer.name in misfit:
             decisions[layer.name] = Decision(None, "shape does not fit the pattern", misfit[layer.name])
+        elif layer.name in untouched and layer.name not in claimed:
+            decisions[layer.name] = Decision(None, f"kept whole by {untouched[layer.name]}",
+                                             "the units it belongs to leave this layer as it is")
         elif layer.name in claimed:
-            decisions[layer.name] = Decision(claimed[layer.name])
+            decisions[layer.name] = Decision(claimed[layer.name], f"coupled with {coupled_with[layer.name]}"
+                                             if layer.name in coupled_with else "")
         else:
             rule, reason, hint = max(_why_not(layer, g, head, named) for g, named in zip(groups, singled))
             decisions[layer.name] = Decision(None, reason, hint)
             asked = any(any(re.search(p, layer.name) for p in g["op_names"]) for g in groups)
             if _RULES[rule] == "shared" and (layer.name != head or asked):  # an unasked tied head: dense anyway
                 warn_user(f"layer {layer.name!r} is left dense: its {reason} ({hint})")
-    return LayerPlan(plans, decisions)
+    return LayerPlan(plans, decisions, used)
 
 
 def plan_groups(layers: Sequence[LayerInfo], groups: Sequence[Mapping]) -> List[List[LayerInfo]]:

@@ -118,8 +118,10 @@ def resolve(given: Mapping[str, Any], allowed: Mapping[str, Param], where: str, 
     return out
 
 
-def describe(pruner: Any, criterion: Any, reg: Any, names: Mapping[str, Optional[str]]) -> str:
-    """The classes of a group in words: ``"pruner 'basic', criterion 'snip' and regularizer 'group_lasso'"``."""
+def describe(pruner: Any, criterion: Any, reg: Any, pattern: Any, names: Mapping[str, Optional[str]]) -> str:
+    """The classes of a group in words: ``"pruner 'basic', criterion 'snip' and regularizer 'group_lasso'"`` (the
+    pattern is named when it declares parameters of its own)."""
     parts = [f"{kind} {names[kind]!r}" for kind, cls in (("pruner", pruner), ("criterion", criterion),
-                                                         ("regularizer", reg)) if cls is not None]
+                                                         ("regularizer", reg), ("pattern", pattern))
+             if cls is not None and (kind != "pattern" or getattr(cls, "PARAMETERS", None))]
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]

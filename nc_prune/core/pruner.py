@@ -16,7 +16,7 @@ One training step, in order:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class BasePruner:
         cfg.update(config)
         self.config: Dict[str, Any] = cfg
         self.modules: Dict[str, Any] = dict(modules)
+        self.couplings: List[Any] = []  # units spanning layers this pruner ranks (set by the session)
         self.masks: Dict[str, Any] = {}
         self.scores: Dict[str, Any] = {}
         self.pattern: Pattern = get_pattern(cfg)
@@ -314,7 +315,8 @@ class ProgressivePruner(BasePruner):
         super().on_before_optimizer_step()
 
     def update_masks(self, step: int) -> None:
-        if step >= self.scheduler.last_pruning_step() or self.progressive_steps == 1:
+        if step >= self.scheduler.last_pruning_step() or self.progressive_steps == 1 or self.couplings:
+            # stages split units within layers; heads and channels spanning layers are pruned whole, at once
             for name in self.modules:
                 self._set_state(name, "stage", np.full(self._get_mask(name).shape, NO_STAGE, dtype=np.uint8))
             return super().update_masks(step)

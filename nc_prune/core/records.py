@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
+from .coupling import member_specs
 from .errors import PruningStateError
 from .report import SparsityReport
 
@@ -44,8 +45,13 @@ def layer_records(groups: Sequence[Mapping[str, Any]], layers: Sequence[Iterable
 
 
 def session_records(session: Any, extra: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Dict[str, Any]]:
-    """:func:`layer_records` of a :class:`~nc_prune.core.session.PruningSession`'s pruners."""
-    return layer_records([p.config for p in session.pruners], [list(p.modules) for p in session.pruners], extra)
+    """:func:`layer_records` of a :class:`~nc_prune.core.session.PruningSession`'s pruners; a layer that is a
+    member of a coupling (a head, a channel across layers) also records its share of the coupling's units."""
+    out = layer_records([p.config for p in session.pruners], [list(p.modules) for p in session.pruners], extra)
+    for p in session.pruners:
+        for name, spec in member_specs(p.couplings).items():
+            out[name]["coupling"] = spec
+    return out
 
 
 def encode(layers: Mapping[str, Mapping[str, Any]], dense: Optional[Mapping[str, Mapping[str, Any]]] = None) -> bytes:
@@ -73,7 +79,8 @@ def report(weights: Mapping[str, Any], layers: Mapping[str, Mapping[str, Any]],
     """The sparsity report of a model from its canonical weights and masks and its records — the one way every
     report is made, live or from a checkpoint file, so the two print the same table."""
     return SparsityReport.from_arrays(dict(weights), {n: r["pattern"] for n, r in layers.items()},
-                                      {n: r.get("note", "") for n, r in dense.items()}, dict(masks))
+                                      {n: r.get("note", "") for n, r in dense.items()}, dict(masks),
+                                      {n: r["coupling"] for n, r in layers.items() if "coupling" in r})
 
 
 def _plan(record: Mapping[str, Any]) -> str:

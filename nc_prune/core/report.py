@@ -7,6 +7,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from .coupling import layer_units_pruned
 from .patterns.base import get_pattern
 
 
@@ -39,16 +40,21 @@ class SparsityReport:
 
     @classmethod
     def from_arrays(cls, weights: Dict[str, Any], patterns: Optional[Dict[str, str]] = None,
-                    notes: Optional[Dict[str, str]] = None, masks: Optional[Dict[str, Any]] = None) -> "SparsityReport":
+                    notes: Optional[Dict[str, str]] = None, masks: Optional[Dict[str, Any]] = None,
+                    coupled: Optional[Dict[str, Dict]] = None) -> "SparsityReport":
         """Rows from ``{layer: weight}`` (canonical layout), the pattern of each pruned layer, a note on the
         others (why the selection left them dense) and, from ``masks`` (canonical keep-masks), how many of
-        each pruned layer's units are pruned — the ratio a unit-counting target (INC's) speaks of."""
-        patterns, notes, masks = patterns or {}, notes or {}, masks or {}
+        each pruned layer's units are pruned — the ratio a unit-counting target (INC's) speaks of. A layer in
+        ``coupled`` (a coupling's member spec, see :func:`~nc_prune.core.coupling.member_specs`) counts the
+        coupling's units — heads, channels — as its mask shows them."""
+        patterns, notes, masks, coupled = patterns or {}, notes or {}, masks or {}, coupled or {}
         rows = []
         for name, w in weights.items():
             a = np.asarray(w)
             units = pruned = 0
-            if name in masks and name in patterns:
+            if name in masks and name in coupled:
+                pruned, units = layer_units_pruned(masks[name], coupled[name])
+            elif name in masks and name in patterns:
                 lu = get_pattern({"pattern": patterns[name]}).layer_units(name, a.shape)
                 units, pruned = lu.n_units, int(np.count_nonzero(lu.already_pruned(np.asarray(masks[name], bool))))
             rows.append(LayerSparsity(name, tuple(a.shape), int(a.size), int(a.size - np.count_nonzero(a)),

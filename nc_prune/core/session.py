@@ -51,17 +51,23 @@ class PruningSession:
         layers: the model's prunable weights as the backend sees them.
         make_modules: ``[LayerInfo] -> {name: handle}`` for a group's pruner.
         glue: the backend's ``BasePruner`` subclass implementing the framework methods.
+        couplings: units spanning layers the backend found (heads, FFN channels), or a function of a group
+            config giving them; see :func:`~nc_prune.core.layers.plan_layers`.
     """
 
     def __init__(self, config, layers: Sequence[LayerInfo],
-                 make_modules: Callable[[List[LayerInfo]], Dict[str, Any]], glue: Type[BasePruner]) -> None:
+                 make_modules: Callable[[List[LayerInfo]], Dict[str, Any]], glue: Type[BasePruner],
+                 couplings: Any = ()) -> None:
         self.config = as_config(config)
         groups = self.config.groups
-        self.layer_plan: LayerPlan = plan_layers(layers, groups)
+        self.layer_plan: LayerPlan = plan_layers(layers, groups, couplings)
         self.pruners: List[BasePruner] = []
-        for group, plan in zip(groups, self.layer_plan.groups):
+        for group, plan, coupled in zip(groups, self.layer_plan.groups, self.layer_plan.couplings):
             cls = compose_pruner_class(glue, get_pruner_class(group))
-            self.pruners.append(cls(group, make_modules(plan)))
+            pruner = cls(group, make_modules(plan))
+            pruner.couplings = list(coupled)
+            pruner.pattern.couple(coupled)
+            self.pruners.append(pruner)
         self._step = 0
 
     # ---- the step counter is the session's; pruners follow it -----------------------------

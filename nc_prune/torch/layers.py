@@ -7,7 +7,7 @@ shown to the core as they are. transformers' ``Conv1D`` stores ``(in, out)`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -31,10 +31,16 @@ class TorchTarget:
     module: nn.Module
     param: str = "weight"
     transposed: bool = False
+    path: Optional[str] = None  # the module's path, where it differs from ``name`` (MHA's "attn" for "attn.in_proj_weight")
 
     @property
     def weight(self) -> nn.Parameter:
         return getattr(self.module, self.param)
+
+    @property
+    def key(self) -> str:
+        """The weight's key in the model's ``state_dict``."""
+        return _join(self.name if self.path is None else self.path, self.param)
 
     @property
     def mask_name(self) -> str:
@@ -55,6 +61,10 @@ _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 #: torch.compile and DistributedDataParallel wrap a model and add these to every module name.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def _join(prefix: str, child: str) -> str:
+    return f"{prefix}.{child}" if prefix else child
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -89,15 +99,22 @@ def find_targets(model: nn.Module) -> Tuple[List[LayerInfo], Dict[str, TorchTarg
     targets: Dict[str, TorchTarget] = {}
     seen: set = set()
     for name, module in model.named_modules():
-        if not _prunable(module) or id(module.weight) in seen:
+        if isinstance(module, nn.MultiheadAttention) and isinstance(module.in_proj_weight, nn.Parameter):
+            # q, k and v of torch's attention are one (3E, E) Parameter: prunable by heads (pattern "mha")
+            target = TorchTarget(_join(name, "in_proj_weight"), module, "in_proj_weight", path=name)
+            type_name = "MultiheadAttention"
+        elif _prunable(module):
+            target = TorchTarget(name, module, transposed=not isinstance(module, _PRUNABLE))
+            type_name = type(module).__name__
+        else:
             continue
-        target = TorchTarget(name, module, transposed=not isinstance(module, _PRUNABLE))
         weight = target.weight
+        if id(weight) in seen:
+            continue
         seen.add(id(weight))
-        own = f"{name}.{target.param}" if name else target.param
-        shared = tuple(o for o in owners.get(id(weight), ()) if o != own)
+        shared = tuple(o for o in owners.get(id(weight), ()) if o != target.key)
         shape = tuple(target.canonical(weight).shape)
-        infos.append(LayerInfo(name, (type(module).__name__,), shape, is_linear=isinstance(module, nn.Linear),
+        infos.append(LayerInfo(target.name, (type_name,), shape, is_linear=isinstance(module, nn.Linear),
                                trainable=bool(weight.requires_grad), shared_with=shared))
-        targets[name] = target
+        targets[target.name] = target
     return infos, targets

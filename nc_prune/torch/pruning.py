@@ -31,6 +31,7 @@ from .batches import batch_loss
 from .calibration import Calibration, CalibrationReport
 from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
+from .structure import find_couplings
 from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ReapplyMask, is_state_buffer,
                     plan_tensor, read_plan, report_from_state)
 
@@ -75,7 +76,8 @@ class _Structure:
         edges: Dict[tuple, tuple] = {}
         for name, t in targets.items():
             parent = root
-            for part in name.split(".") if name else []:
+            path = name if t.path is None else t.path
+            for part in path.split(".") if path else []:
                 child = parent._modules[part]
                 edges.setdefault((id(parent), part), (parent._modules, part, child, name))
                 parent = child
@@ -93,12 +95,13 @@ class _Structure:
                 )
 
 
-def _layout(target: TorchTarget) -> str:
-    return "transposed" if target.transposed else "canonical"
+def _where(target: TorchTarget) -> Dict[str, str]:
+    """What a record needs to find the weight in a state dict: its key and its layout."""
+    return {"key": target.key, "layout": "transposed" if target.transposed else "canonical"}
 
 
 def _glue_extra(session: PruningSession, targets: Dict[str, TorchTarget]) -> Dict[str, Dict[str, Any]]:
-    return {name: {"layout": _layout(targets[name]), REPLAN: p.config[REPLAN]}
+    return {name: dict(_where(targets[name]), **{REPLAN: p.config[REPLAN]})
             for p in session.pruners for name in p.modules}
 
 
@@ -134,8 +137,16 @@ class TorchPruning:
         self._optimizer_handles: List[Any] = []
         self.optimizer = optimizer
         try:
+            found: Dict[str, List[Any]] = {}
+
+            def couplings(group) -> List[Any]:  # heads and FFN channels, found once per GQA mode asked for
+                mode = group["parameters"].get("gqa_heads", "kv")
+                if mode not in found:
+                    found[mode] = find_couplings(root, targets, mode)
+                return found[mode]
+
             self.session = PruningSession(self.config, infos, lambda plan: {l.name: targets[l.name] for l in plan},
-                                          PytorchBasePruner)
+                                          PytorchBasePruner, couplings)
             self.pruners: List[PytorchBasePruner] = self.session.pruners  # type: ignore[assignment]
             self._targets = {name: targets[name] for p in self.pruners for name in p.modules}
             self._all_targets = targets
@@ -196,7 +207,7 @@ class TorchPruning:
             for name in (n for n in differ if n in live):  # re-plan from the zeros the weights have
                 t = self._targets[name]
                 t.module._buffers[t.mask_name].copy_(t.weight.detach() != 0)
-        dense = {name: {"note": reason, "layout": _layout(self._all_targets[name])}
+        dense = {name: dict(_where(self._all_targets[name]), note=reason)
                  for name, reason in self.layer_plan.dense().items()}
         root.register_buffer(PLAN_BUFFER, plan_tensor(live, dense), persistent=True)
         if root._buffers.get(STEP_BUFFER) is None:

@@ -55,25 +55,26 @@ def canonical(t: torch.Tensor, layout: str) -> torch.Tensor:
 
 def report_from_state(state: Mapping[str, torch.Tensor], prefix: str = ""):
     """The sparsity report of a state dict that carries a plan (``nc_prune_plan``), else None: the same table a
-    live pruning prints, from the file alone."""
+    live pruning prints, from the file alone. Each record names its weight's ``key`` and ``layout``."""
     plan = read_plan(state.get(prefix + PLAN_BUFFER))
     if plan is None:
         return None
     layers, dense = plan
     weights, masks = {}, {}
     for name, record in {**dense, **layers}.items():
-        key = f"{prefix}{name}." if name else prefix
-        weights[name] = canonical(state[key + "weight"].detach(), record["layout"]).float().cpu().numpy()
+        key = prefix + record["key"]
+        weights[name] = canonical(state[key].detach(), record["layout"]).float().cpu().numpy()
         if name in layers:
-            masks[name] = canonical(state[key + "weight" + MASK_SUFFIX], record["layout"]).cpu().numpy()
-    order = [n for n in state_order(state, prefix) if n in weights]
+            masks[name] = canonical(state[key + MASK_SUFFIX], record["layout"]).cpu().numpy()
+    position = {k: i for i, k in enumerate(state)}
+    order = sorted(weights, key=lambda n: position[prefix + {**dense, **layers}[n]["key"]])
     return records.report({n: weights[n] for n in order}, layers, dense, masks)
 
 
-def state_order(state: Mapping[str, Any], prefix: str) -> list:
-    """Layer names in the order their weights appear in the state dict (module order)."""
-    return [k[len(prefix): -len(".weight")] if k.endswith(".weight") else "" for k in state
-            if k.startswith(prefix) and (k.endswith(".weight") or k == prefix + "weight")]
+def _split(key: str) -> Tuple[str, str]:
+    """``"blocks.0.fc.weight"`` → ``("blocks.0.fc", "weight")``: the module's path and the parameter."""
+    path, _, param = key.rpartition(".")
+    return path, param
 
 
 class ReapplyMask:
@@ -106,30 +107,32 @@ class CheckRecords:
         differ = records.conflicts(saved, live)
         if differ and not all(record.get(REPLAN) for record in live.values()):
             raise records.mismatch_error(list(differ.values()), "this checkpoint")
-        replan = [n for n in differ if n in live]
-        for name in replan:  # keep the model's own (fresh) state for these layers; zeros are adopted after
-            _own_state_into(module, state_dict, prefix, name)
+        replan = [live[n]["key"] for n in differ if n in live]
+        for key in replan:  # keep the model's own (fresh) state for these layers; zeros are adopted after
+            _own_state_into(module, state_dict, prefix, key)
         for name in [n for n in saved if n not in live]:
-            for key in [k for k in state_dict if k.startswith(f"{prefix}{name}.") and is_state_buffer(k)]:
+            own = prefix + saved[name]["key"] + STATE_PREFIX
+            for key in [k for k in state_dict if k.startswith(own)]:
                 del state_dict[key]
         state_dict[prefix + PLAN_BUFFER] = live_t.clone()
         self._replan = replan
         if replan:
-            warn_user(f"resume_from_pruned_checkpoint=True: re-planning {', '.join(replan)} from the checkpoint's "
+            names = [n for n in differ if n in live]
+            warn_user(f"resume_from_pruned_checkpoint=True: re-planning {', '.join(names)} from the checkpoint's "
                       f"zeros; its masks for them were saved under another plan and are dropped")
 
     def after(self, module: nn.Module, incompatible_keys: Any) -> None:
-        for name in self._replan:
-            layer = module.get_submodule(name)
-            for buf_name, mask in layer._buffers.items():
-                if buf_name.endswith(MASK_SUFFIX):
-                    mask.copy_(getattr(layer, buf_name[: -len(MASK_SUFFIX)]).detach() != 0)
+        for key in self._replan:
+            path, param = _split(key)
+            layer = module.get_submodule(path)
+            layer._buffers[param + MASK_SUFFIX].copy_(getattr(layer, param).detach() != 0)
         self._replan = []
 
 
-def _own_state_into(root: nn.Module, state_dict: Dict[str, Any], prefix: str, name: str) -> None:
-    layer = root.get_submodule(name)
+def _own_state_into(root: nn.Module, state_dict: Dict[str, Any], prefix: str, key: str) -> None:
+    path, param = _split(key)
+    layer = root.get_submodule(path)
     for buf_name, buf in layer._buffers.items():
-        key = f"{prefix}{name}.{buf_name}"
-        if is_state_buffer(buf_name) and key in state_dict:
-            state_dict[key] = buf.detach().clone()
+        full = f"{prefix}{path}.{buf_name}" if path else prefix + buf_name
+        if buf_name.startswith(param + STATE_PREFIX) and full in state_dict:
+            state_dict[full] = buf.detach().clone()

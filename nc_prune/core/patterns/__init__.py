@@ -3,5 +3,6 @@
 from .base import LayerUnits, Pattern, get_pattern
 from .nxm import PatternNxM
 from .ninm import PatternNInM
+from .heads import PatternHeads
 
-__all__ = ["LayerUnits", "Pattern", "PatternNxM", "PatternNInM", "get_pattern"]
+__all__ = ["LayerUnits", "Pattern", "PatternNxM", "PatternNInM", "PatternHeads", "get_pattern"]

@@ -196,6 +196,11 @@ class Pattern:
         return {n: arrays.like(arrays.to_numpy(w) != 0, w) for n, w in modules.items()}
 
     # ---- shared machinery -----------------------------------------------------------------------
+    def prunes_coupling(self, coupling: Any, selected: Any) -> bool:
+        """Whether this pattern prunes ``coupling`` as units when a group selects the layers ``selected``
+        (a pattern with units inside single layers prunes none)."""
+        return False
+
     def couple(self, couplings: Sequence[Any]) -> "Pattern":
         """Rank these :class:`~nc_prune.core.coupling.Coupling` s as units of their own: their member layers'
         masks then come from the couplings (heads, channels across layers), the other layers' from the pattern."""
@@ -267,18 +272,20 @@ class Pattern:
             cuts, _ = global_cuts(sources, sizes, k, lo, hi, cache, weights)
         else:
             cuts = [layer_cut(src, c, n, cache) for src, c, n in zip(sources, lo, sizes)]
-        out: Dict[str, Any] = {}
+        pruned: Dict[str, np.ndarray] = {}  # several couplings may hold slices of one layer (a KV group's heads)
         for item, cut, was_forced in zip(items, cuts, forced):
             for name, prune in item.prune_masks(scores, pre, cut, was_forced).items():
-                keep = np.logical_not(prune, out=prune)
-                if name in pre:
-                    keep &= pre[name]
-                out[name] = arrays.like(keep, scores[name])
+                if name in pruned:
+                    pruned[name] |= prune
+                else:
+                    pruned[name] = prune
+        out: Dict[str, Any] = {}
         for name in scores:
-            if name not in out:
-                out[name] = arrays.like(pre[name].copy() if name in pre else np.ones(_shape(scores[name]), dtype=bool),
-                                        scores[name])
-        return {name: out[name] for name in scores}
+            keep = np.logical_not(pruned[name]) if name in pruned else np.ones(_shape(scores[name]), dtype=bool)
+            if name in pre:
+                keep &= pre[name]
+            out[name] = arrays.like(keep, scores[name])
+        return out
 
     def _unit_weights(self, items: Sequence["_Item"]) -> Optional[List[int]]:
         """What one unit of each item counts for in a global target: None when every unit has the same size

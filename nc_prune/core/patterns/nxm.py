@@ -143,6 +143,13 @@ class PatternNxM(Pattern):
             raise PatternShapeError(f"PatternNxM got pattern {self.pattern!r}; use get_pattern() to dispatch")
         self.block_size = list(sizes)
 
+    def prunes_coupling(self, coupling, selected) -> bool:
+        """Channels across layers: ``1xchannel`` on a layer writing them (a producer's rows), ``channelx1`` on one
+        reading them (a consumer's input channels)."""
+        side = {(1, "channel"): "out", ("channel", 1): "in"}.get(tuple(self.block_size))
+        return coupling.kind == "channel" and side is not None and any(
+            s.layer in selected and s.axis == side for s in coupling.slices)
+
     def units(self, name: str, shape: Tuple[int, ...]) -> LayerUnits:
         shape = tuple(int(s) for s in shape)
         _check_ndim(name, shape, self.pattern)
