@@ -333,7 +333,7 @@ def _resolve(group: Mapping[str, Any], globals_: Mapping[str, Any], index: Optio
                                  {"pruner": name, "criterion": crit, "regularizer": resolved["reg_type"],
                                   "pattern": resolved["pattern"]})
     resolved["parameters"] = parameters.resolve(resolved["parameters"],
-                                                parameters.declared([pruner, criterion, reg, pattern]),
+                                                parameters.declared([pruner, criterion, reg, pattern], resolved),
                                                 _where(index), owners)
     _check_group(resolved, index, uses_target=getattr(pruner, "uses_target", True))
     for cls in (pruner, criterion, reg, pattern):

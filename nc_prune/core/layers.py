@@ -162,7 +162,17 @@ def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping], coupling
         pattern = get_pattern(group)
         names = {layer.name for layer in chosen}
         offered = couplings(group) if callable(couplings) else couplings
-        mine = [c for c in offered if pattern.prunes_coupling(c, names) and all(l in by_name for l in c.layers)]
+        named_here = _singled_out(layers, group)
+
+        def kept_out(layer_name: str) -> bool:  # excluded, the head, frozen or shared: never pulled in as a partner
+            layer = by_name[layer_name]
+            if any(re.search(p, layer_name) for p in group["excluded_op_names"]):
+                return True
+            return layer_name not in named_here and (layer_name == head or not layer.trainable
+                                                     or bool(layer.shared_with))
+
+        mine = [c for c in offered if pattern.prunes_coupling(c, names) and all(l in by_name for l in c.layers)
+                and not any(kept_out(l) for l in c.layers if l not in names)]
         covered = {l for c in mine for l in c.layers}
         whole = {a: c.name for c in mine for a in c.anchors if a not in covered}  # part of a unit, never cut
         chosen = [layer for layer in chosen if layer.name not in whole]

@@ -73,6 +73,15 @@ def choice(*values: Any) -> Check:
     return check
 
 
+def boolean() -> Check:
+    def check(value: Any) -> bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ConfigTypeError(f"must be True or False, got {type(value).__name__} {value!r}")
+        return bool(value)
+
+    return check
+
+
 #: Keys every group takes: INC's default ``parameters`` is ``{"reg_coeff": 0.0}``.
 COMMON: Dict[str, Param] = {
     "reg_coeff": Param(0.0, number(0.0, math.inf, hi_open=True),
@@ -80,12 +89,16 @@ COMMON: Dict[str, Param] = {
 }
 
 
-def declared(owners: Iterable[Any]) -> Dict[str, Param]:
-    """:data:`COMMON` and the ``PARAMETERS`` of each owner (classes; ``None`` entries are skipped)."""
+def declared(owners: Iterable[Any], resolved: Optional[Mapping[str, Any]] = None) -> Dict[str, Param]:
+    """:data:`COMMON` and the parameters of each owner (classes; ``None`` entries are skipped): its
+    ``declared_parameters(resolved)`` where it has one (keys that depend on the group, e.g. only channel
+    patterns take ``coupled``), else its ``PARAMETERS``."""
     out = dict(COMMON)
     for owner in owners:
-        if owner is not None:
-            out.update(getattr(owner, "PARAMETERS", {}) or {})
+        if owner is None:
+            continue
+        own = getattr(owner, "declared_parameters", None)
+        out.update((own(resolved or {}) if callable(own) else getattr(owner, "PARAMETERS", {})) or {})
     return out
 
 
@@ -123,5 +136,6 @@ def describe(pruner: Any, criterion: Any, reg: Any, pattern: Any, names: Mapping
     pattern is named when it declares parameters of its own)."""
     parts = [f"{kind} {names[kind]!r}" for kind, cls in (("pruner", pruner), ("criterion", criterion),
                                                          ("regularizer", reg), ("pattern", pattern))
-             if cls is not None and (kind != "pattern" or getattr(cls, "PARAMETERS", None))]
+             if cls is not None and (kind != "pattern" or getattr(cls, "PARAMETERS", None)
+                                     or hasattr(cls, "declared_parameters"))]
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]

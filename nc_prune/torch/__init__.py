@@ -5,7 +5,7 @@ from .layers import TorchTarget, find_targets
 from .pruner import PytorchBasePruner
 from .pruning import TorchPruning, prepare_pruning, sparsity_report, strip
 from .compression import CompressionManager, prepare_compression
-from .slim import SlimError, SlimReport, load_slimmed, model_slim, slim
+from .slim import SlimError, SlimReport, load_slimmed, load_slimmed_state, model_slim, slim
 from . import prune  # noqa: E402  (drop-in for torch.nn.utils.prune)
 from .prune_impl import (BlockStructured, ChannelStructured, ConstantSparsitySchedule, MagnitudePruneImpl,
                          NMStructured, PolynomialDecaySchedule, PruneImplBase, PruningScheme, SparsityScheduleBase,
@@ -13,7 +13,7 @@ from .prune_impl import (BlockStructured, ChannelStructured, ConstantSparsitySch
 
 __all__ = ["PytorchBasePruner", "TorchPruning", "TorchTarget", "find_targets", "prepare_pruning",
            "sparsity_report", "strip", "prune", "CompressionManager", "prepare_compression",
-           "model_slim", "slim", "load_slimmed", "SlimReport", "SlimError",
+           "model_slim", "slim", "load_slimmed", "load_slimmed_state", "SlimReport", "SlimError",
            "PruneImplBase", "MagnitudePruneImpl", "PruningScheme", "Unstructured", "ChannelStructured",
            "BlockStructured", "NMStructured", "SparsityScheduleBase", "ConstantSparsitySchedule",
            "PolynomialDecaySchedule", "attach_prune_impl", "update_model_sparsity", "finalize_prune_impl",

@@ -12,6 +12,12 @@ projection is zero, a head whose columns of the output projection are zero — s
 outputs equal the masked model's up to float summation order (tested). What cannot be cut safely is
 refused with the reason and the model is left as it was: every module is checked before any is changed.
 
+For models ``torch.fx`` can trace, the same goes for conv filters and the channels of Linear chains: a
+channel of a traced group (:mod:`nc_prune.torch.graph`: producers, their BatchNorm, residual additions,
+depthwise convs, readers) goes when every reader's input for it is zero — the producers' rows, the
+BatchNorm entries, the depthwise filters and the readers' input channels together.
+:func:`load_slimmed_state` loads such a model's ``state_dict`` into a fresh copy of the architecture.
+
 A slimmed ``transformers`` model saves with ``save_pretrained``. Where the config can express the result
 (the same sizes in every layer, a config with ``head_dim`` when heads go — Llama-style), plain
 ``from_pretrained`` loads it; elsewhere (BERT/OPT/GPT-2 heads, sizes that differ between layers) the
@@ -239,6 +245,78 @@ def _ffn_step(model: nn.Module, f: FFN, targets: Dict[str, TorchTarget]) -> Opti
     return _Step(Removal(f.name, "channels", f.inner, len(keep), removed, {"inner": len(keep)}), apply)
 
 
+def _cut_norm(norm: nn.Module, keep: torch.Tensor) -> None:
+    with torch.no_grad():
+        for attr in ("weight", "bias"):
+            p = getattr(norm, attr, None)
+            if isinstance(p, nn.Parameter):
+                setattr(norm, attr, nn.Parameter(p.detach().index_select(0, keep.to(p.device)).clone(),
+                                                 requires_grad=p.requires_grad))
+        for attr in ("running_mean", "running_var"):
+            b = norm._buffers.get(attr)
+            if b is not None:
+                norm._buffers[attr] = b.index_select(0, keep.to(b.device)).clone()
+    norm.num_features = int(keep.numel())
+
+
+def _cut_conv_or_linear(module: nn.Module, axis: str, keep: torch.Tensor, width: int = 1) -> None:
+    """Keep output channels (rows, with the bias) or input channels / features of a conv or Linear."""
+    dim = 0 if axis == "out" else 1
+    index = keep if width == 1 else _rows(width, keep)
+    with torch.no_grad():
+        w = module.weight
+        module.weight = nn.Parameter(w.detach().index_select(dim, index.to(w.device)).clone(),
+                                     requires_grad=w.requires_grad)
+        if axis == "out" and isinstance(getattr(module, "bias", None), nn.Parameter):
+            b = module.bias
+            module.bias = nn.Parameter(b.detach().index_select(0, index.to(b.device)).clone(),
+                                       requires_grad=b.requires_grad)
+    size = int(index.numel())
+    if isinstance(module, nn.Linear):
+        setattr(module, "out_features" if axis == "out" else "in_features", size)
+    else:
+        setattr(module, "out_channels" if axis == "out" else "in_channels", size)
+
+
+def _cut_depthwise(module: nn.Module, keep: torch.Tensor) -> None:
+    _cut_conv_or_linear(module, "out", keep)
+    module.in_channels = module.groups = int(keep.numel())
+
+
+def _group_step(model: nn.Module, group: Any) -> Optional[_Step]:
+    """A traced channel group: a channel goes when every reader's input for it is zero (it then changes nothing)."""
+    modules = dict(model.named_modules())
+    if not group.readers:  # nothing reads it (the model's output): nothing to judge, nothing to remove
+        return None
+    dead = torch.ones(group.channels, dtype=torch.bool)
+    for name, width in group.readers:
+        w = modules[name].weight.detach()
+        cols = w.transpose(0, 1).reshape(w.shape[1], -1)  # one row per input channel / feature
+        dead &= (cols == 0).all(1).reshape(group.channels, width).all(1)
+    removed = dead.nonzero().reshape(-1).tolist()
+    if not removed:
+        return None
+    if not group.ok:
+        raise SlimError(f"channels {removed[:8]}{'...' if len(removed) > 8 else ''} of {', '.join(group.producers)} "
+                        f"are zero for every reader, but they cannot be removed safely: "
+                        f"{'; '.join(dict.fromkeys(group.why_not))}. No layer was cut (pruning state, if any, was made "
+                        f"permanent as strip does)")
+    keep = _keep_index(group.channels, removed)
+
+    def apply() -> None:
+        for name in group.producers:
+            _cut_conv_or_linear(modules[name], "out", keep)
+        for name in group.depthwise:
+            _cut_depthwise(modules[name], keep)
+        for name in group.norms:
+            _cut_norm(modules[name], keep)
+        for name, width in group.readers:
+            _cut_conv_or_linear(modules[name], "in", keep, width)
+
+    return _Step(Removal(", ".join(group.producers), "channels", group.channels, len(keep), removed,
+                         {"channels": len(keep)}), apply)
+
+
 # ---- the config -------------------------------------------------------------------------------------------
 def _config_update(model: nn.Module, attention: List[Attention], ffns: List[FFN], steps: List[_Step]
                    ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, int]], List[str]]:
@@ -250,8 +328,8 @@ def _config_update(model: nn.Module, attention: List[Attention], ffns: List[FFN]
     for f in ffns:
         sizes[f.name] = done.get(f.name, {"inner": f.inner})
     config = getattr(model, "config", None)
-    if config is None:
-        return {}, sizes, ["the model has no config"]
+    if config is None:  # a plain torch model: its state_dict loads with load_slimmed_state
+        return {}, sizes, []
     update: Dict[str, Any] = {}
     why: List[str] = []
     if any(s.removal.kind == "heads" for s in steps):
@@ -293,12 +371,13 @@ def _finish_pruning(model: nn.Module) -> None:
 
 
 def model_slim(model: nn.Module, dry_run: bool = False) -> SlimReport:
-    """Remove the heads and FFN channels whose weights are zero, in place (INC's name; ``slim`` is an alias).
+    """Remove the heads and channels whose weights are zero, in place (INC's name; ``slim`` is an alias).
 
     Pruning state is made permanent first (nc_prune's masks stripped, the ``prune`` drop-in's and
     ``PruneImplBase``'s reparametrizations removed). Every module is checked before any is cut: a module that
     cannot lose what its weights say (``nn.MultiheadAttention``'s heads, uneven query heads under
-    grouped-query attention) raises :class:`SlimError` naming it, and the model is left as it was.
+    grouped-query attention, zeroed channels behind a reshape or concatenation) raises :class:`SlimError`
+    naming it and the reason, and no layer is cut.
 
     Args:
         model: the model (a ``torch.compile`` / DDP wrapper is fine).
@@ -324,6 +403,11 @@ def model_slim(model: nn.Module, dry_run: bool = False) -> SlimReport:
         step = _ffn_step(root, f, targets)
         if step is not None:
             steps.append(step)
+    covered = {n for a in attention for n in (a.q, a.k, a.v, a.o)} | {n for f in ffns for n in f.up + (f.down,)}
+    for group in _traced_groups(root, covered):
+        step = _group_step(root, group)
+        if step is not None:
+            steps.append(step)
     update, sizes, why = _config_update(root, attention, ffns, steps)
     report.removals = [s.removal for s in steps]
     report.config_expresses_it = not why
@@ -342,7 +426,51 @@ def model_slim(model: nn.Module, dry_run: bool = False) -> SlimReport:
     return report
 
 
+def _traced_groups(model: nn.Module, covered: set) -> List[Any]:
+    """The channel groups of a traceable model outside ``covered`` (none for a model fx cannot trace)."""
+    from .graph import channel_groups
+    try:
+        found = channel_groups(model)
+    except ValueError:
+        return []
+    return [g for g in found if not covered & set(g.producers + g.depthwise + [r for r, _ in g.readers])]
+
+
 slim = model_slim
+
+
+def load_slimmed_state(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> nn.Module:
+    """Load a slimmed model's ``state_dict`` into a fresh model of the original architecture (plain torch models).
+
+    Convs, depthwise convs, Linears and BatchNorms whose saved weights are smaller are cut to the saved sizes
+    first, then the state is loaded strictly. Any other module whose sizes differ is an error naming it.
+    """
+    for name, module in model.named_modules():
+        w = state_dict.get(f"{name}.weight" if name else "weight")
+        if w is None or not hasattr(module, "weight") or not isinstance(module.weight, torch.Tensor):
+            continue
+        if tuple(w.shape) == tuple(module.weight.shape):
+            continue
+        if isinstance(module, _NORM_TYPES):
+            _cut_norm(module, torch.arange(w.shape[0]))
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            depthwise = isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.groups > 1 and \
+                module.groups == module.in_channels == module.out_channels
+            if depthwise:
+                _cut_depthwise(module, torch.arange(w.shape[0]))
+            else:
+                if w.shape[0] != module.weight.shape[0]:
+                    _cut_conv_or_linear(module, "out", torch.arange(w.shape[0]))
+                if w.shape[1] != module.weight.shape[1]:
+                    _cut_conv_or_linear(module, "in", torch.arange(w.shape[1]))
+        else:
+            raise SlimError(f"{name} ({type(module).__name__}): its saved weight is {tuple(w.shape)}, the model's "
+                            f"{tuple(module.weight.shape)}; only convs, Linears and BatchNorms are resized here")
+    model.load_state_dict(state_dict)
+    return model
+
+
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def load_slimmed(directory: str, **kwargs: Any) -> nn.Module:

@@ -161,7 +161,11 @@ def find_ffns(model: nn.Module, targets: Dict[str, TorchTarget], attention: Sequ
 
 
 def find_couplings(model: nn.Module, targets: Dict[str, TorchTarget], gqa_heads: str = "kv") -> List[Coupling]:
-    """The heads of every attention module and the channels of every FFN, as couplings."""
+    """The heads of every attention module, the channels of every FFN, and — for a model ``torch.fx`` can trace —
+    the channel groups of its other layers (conv filters with their readers, across residual additions)."""
+    from .graph import conv_couplings
     attention = find_attention(model, targets)
-    heads = [c for a in attention for c in a.couplings(gqa_heads)]
-    return heads + [f.coupling() for f in find_ffns(model, targets, attention)]
+    named = [c for a in attention for c in a.couplings(gqa_heads)]
+    named += [f.coupling() for f in find_ffns(model, targets, attention)]
+    covered = {layer for c in named for layer in c.layers}
+    return named + [c for c in conv_couplings(model, covered) if all(layer in targets for layer in c.layers)]

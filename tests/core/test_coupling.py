@@ -82,3 +82,28 @@ def test_bad_couplings_say_what_is_wrong():
     assert check_couplings([ffn("b"), ffn("b")]) == []  # the same coupling twice is the same claim
     other = Coupling("other", "channel", 8, (Slice("b.up", "out"),))
     assert check_couplings([ffn("b"), other]) == ["b.up (out) belongs to both b channels and other"]
+
+
+def test_channel_couplings_join_a_group_only_as_the_config_asks():
+    from nc_prune import LayerInfo, WeightPruningConfig
+    from nc_prune.core.layers import plan_layers
+    layers = [LayerInfo("b.up", ("Linear",), (8, 4), True), LayerInfo("b.down", ("Linear",), (4, 8), True),
+              LayerInfo("head", ("Linear",), (2, 4), True)]
+    ffn_ = Coupling("b channels", "channel", 8, (Slice("b.up", "out"), Slice("b.down", "in")))
+    reader_head = Coupling("head reads", "channel", 4, (Slice("b.down", "out"), Slice("head", "in")))
+
+    def plan(**kw):
+        cfg = WeightPruningConfig(pruning_type="magnitude", target_sparsity=0.5, **kw)
+        p = plan_layers(layers, cfg.groups, [ffn_, reader_head])
+        return [l.name for l in p.groups[0]], [c.name for c in p.couplings[0]], p.decisions
+    # INC's recipe: channelx1 on the down projection alone brings the up projection in
+    names, used, decisions = plan(pattern="channelx1", op_names=["down"])
+    assert names == ["b.down", "b.up"] and used == ["b channels"]
+    assert decisions["b.up"].group == 0 and decisions["b.up"].reason == "coupled with b channels"
+    # a group that selected both sides keeps INC's per-layer channels ...
+    assert plan(pattern="channelx1", op_names=["up", "down"])[1] == []
+    # ... unless asked, and never without being asked
+    assert plan(pattern="channelx1", op_names=["up", "down"], parameters={"coupled": True})[1] == ["b channels"]
+    assert plan(pattern="channelx1", op_names=["down"], parameters={"coupled": False})[1] == []
+    # the classifier head is never pulled in as a partner
+    assert plan(pattern="1xchannel", op_names=["down"])[1] == []

@@ -164,7 +164,8 @@ class ResNet18ish(nn.Module):
 def test_a_global_channel_target_is_a_fraction_of_the_weights_exact_to_one_unit():
     torch.manual_seed(0)
     model = ResNet18ish()
-    cfg = dict(pruning_type="magnitude", pattern="1xchannel", target_sparsity=0.75)
+    cfg = dict(pruning_type="magnitude", pattern="1xchannel", target_sparsity=0.75,
+               parameters={"coupled": False})  # filters alone (coupled units: tests/torch/test_slim.py)
     pruning = prepare_pruning(model, WeightPruningConfig(**cfg), dataloader=[torch.randn(2, 3, 32, 32)])
     report = pruning.report()
     rows = [r for r in report.rows if r.pattern == "1xchannel"]

@@ -135,3 +135,102 @@ def test_channels_zeroed_by_the_prune_drop_in_are_removed_too():
     assert model.model.layers[0].mlp.up_proj.weight.shape == (48, 32)
     assert model.model.layers[0].mlp.down_proj.weight.shape == (32, 48) and model.config.intermediate_size == 48
     torch.testing.assert_close(logits(model), masked, atol=1e-5, rtol=1e-5)
+
+
+# ---- traced models: conv filters with BatchNorm, residual additions, depthwise convs, Linear chains ---------
+def resnet():
+    from .test_real_models import ResNet18ish
+    torch.manual_seed(0)
+    return ResNet18ish().eval()
+
+
+class MobileBlock(nn.Module):
+    """MobileNetV2's inverted residual: expand 1x1, depthwise 3x3, project 1x1, with the residual add."""
+
+    def __init__(self, c=8, expand=4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.expand = nn.Sequential(nn.Conv2d(c, c * expand, 1, bias=False), nn.BatchNorm2d(c * expand), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(c * expand, c * expand, 3, padding=1, groups=c * expand, bias=False),
+                                nn.BatchNorm2d(c * expand), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(c * expand, c, 1, bias=False), nn.BatchNorm2d(c))
+        self.head = nn.Linear(c * 16, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(self.dw(self.expand(x)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 4), 1))
+
+
+def _randomize_norms(model):
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+
+
+@pytest.mark.parametrize("make, x_shape", [(resnet, (2, 3, 32, 32)), (MobileBlock, (2, 3, 8, 8))])
+def test_conv_channels_go_with_batchnorm_residuals_depthwise_and_readers(make, x_shape):
+    model = make().eval()
+    _randomize_norms(model)
+    x = torch.randn(*x_shape, generator=torch.Generator().manual_seed(2))
+    pruning = prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", pattern="1xchannel",
+                                                         target_sparsity=0.4, pruning_scope="local",
+                                                         op_names=["conv|stem|down|expand|project"],
+                                                         parameters={"coupled": True}),  # every conv is selected
+                              dataloader=[x])
+    assert pruning.pruners[0].couplings  # filters are coupled with their readers
+    masked = logits_of(model, x)
+    before = sum(p.numel() for p in model.parameters())
+    report = model_slim(model)
+    assert report.removed["channels"] > 0 and report.params_after < before
+    torch.testing.assert_close(logits_of(model, x), masked, atol=1e-5, rtol=1e-4)
+    fresh = make().eval()
+    from nc_prune.torch import load_slimmed_state
+    load_slimmed_state(fresh, model.state_dict())
+    torch.testing.assert_close(logits_of(fresh, x), masked, atol=1e-5, rtol=1e-4)
+    if make is MobileBlock:  # the depthwise conv lost the same channels as the expansion
+        assert model.dw[0].groups == model.dw[0].in_channels == model.dw[0].out_channels == model.expand[0].out_channels
+        assert model.dw[1].num_features == model.expand[0].out_channels < 32
+
+
+def logits_of(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def test_channels_behind_an_operation_it_does_not_understand_are_refused_and_nothing_is_cut():
+    class Reshaped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 16)
+            self.b = nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h) + h.view(-1, 4, 4).sum((1, 2))[:, None]  # the channels also feed a reshape
+
+    model = Reshaped()
+    with torch.no_grad():
+        model.b.weight[:, :4] = 0
+    with pytest.raises(SlimError, match=r"channels \[0, 1, 2, 3\] of a .* cannot be removed safely: \.view\(\) is "
+                                        r"not understood"):
+        model_slim(model)
+    assert model.a.weight.shape == (16, 8) and model.b.weight.shape == (4, 16)
+
+
+def test_a_plain_linear_chain_loses_channels_too():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.GELU(), nn.Linear(16, 4))
+    prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", pattern="channelx1", target_sparsity=0.5,
+                                               pruning_scope="local", op_names=["2", "4"]),
+                    dataloader=[torch.randn(4, 8)])
+    x = torch.randn(5, 8)
+    masked = logits_of(model, x)
+    report = model_slim(model)
+    assert [(r.before, r.after) for r in report.removals] == [(32, 16), (16, 8)]
+    assert [m.weight.shape for m in model if isinstance(m, nn.Linear)] == [(16, 8), (8, 16), (4, 8)]
+    torch.testing.assert_close(logits_of(model, x), masked)

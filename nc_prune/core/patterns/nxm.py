@@ -29,6 +29,7 @@ from ..config import parse_pattern
 from ..errors import PatternShapeError
 from ..registry import register_pattern
 from .. import selection
+from ..parameters import Param, choice
 from .base import REDUCERS, Decide, LayerUnits, Pattern
 
 
@@ -143,12 +144,30 @@ class PatternNxM(Pattern):
             raise PatternShapeError(f"PatternNxM got pattern {self.pattern!r}; use get_pattern() to dispatch")
         self.block_size = list(sizes)
 
+    COUPLED = {"coupled": Param("auto", choice("auto", True, False),
+                                "channel patterns: prune a channel with the layers that share it (the up/gate rows and "
+                                "the down column of an FFN, a filter and its readers). 'auto': when the group did not "
+                                "select those layers itself; True: always; False: never (the selected layer alone, INC)")}
+
+    @classmethod
+    def declared_parameters(cls, resolved) -> dict:
+        """``coupled`` for the channel patterns ``1xchannel`` / ``channelx1``; nothing for blocks."""
+        pattern = resolved.get("pattern", "")
+        return dict(cls.COUPLED) if pattern in ("1xchannel", "channelx1") else {}
+
     def prunes_coupling(self, coupling, selected) -> bool:
         """Channels across layers: ``1xchannel`` on a layer writing them (a producer's rows), ``channelx1`` on one
-        reading them (a consumer's input channels)."""
+        reading them (a consumer's input channels). By default (``coupled="auto"``) only when the group did not
+        select the layers on the other side itself — INC's FFN recipe (``channelx1`` on the down projection
+        alone) brings the up projection in; a group taking every layer keeps INC's per-layer channels."""
+        mode = self.config.get("parameters", {}).get("coupled", "auto")
         side = {(1, "channel"): "out", ("channel", 1): "in"}.get(tuple(self.block_size))
-        return coupling.kind == "channel" and side is not None and any(
-            s.layer in selected and s.axis == side for s in coupling.slices)
+        if mode is False or side is None or coupling.kind != "channel":
+            return False
+        mine = {s.layer for s in coupling.slices if s.axis == side}
+        if not mine & set(selected):
+            return False
+        return mode is True or not (set(coupling.layers) - mine) & set(selected)
 
     def units(self, name: str, shape: Tuple[int, ...]) -> LayerUnits:
         shape = tuple(int(s) for s in shape)
