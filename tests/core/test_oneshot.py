@@ -44,12 +44,31 @@ def test_nm_selection_prunes_n_of_every_m():
 
 # ---- SparseGPT ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sparsity", [0.5, 0.57, 0.7, 0.9])
-def test_sparsegpt_prunes_exactly_floor_of_each_row_across_blocks(sparsity):
+def test_sparsegpt_row_selection_prunes_exactly_floor_of_each_row_across_blocks(sparsity):
     w, x, stats = correlated(cols=40)
-    out = sparsegpt(w, stats.hessian(), sparsity, block_size=16)  # 16 + 16 + 8 columns
+    out = sparsegpt(w, stats.hessian(), sparsity, block_size=16, selection="row")  # 16 + 16 + 8 columns
     assert out.pruned.sum(axis=1).tolist() == [count_for_ratio(40, sparsity)] * 16
     assert (out.weight[out.pruned] == 0).all() and (out.weight[~out.pruned] != 0).all()
     assert out.retries == 0 and w.shape == out.weight.shape
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.57, 0.7, 0.9])
+def test_sparsegpt_block_selection_prunes_exactly_floor_of_each_column_block_and_of_the_layer(sparsity):
+    w, x, stats = correlated(cols=40)
+    out = sparsegpt(w, stats.hessian(), sparsity, block_size=16)  # the default; 16 + 16 + 8 columns
+    per_block = [int(out.pruned[:, a:b].sum()) for a, b in ((0, 16), (16, 32), (32, 40))]
+    edges = [count_for_ratio(16 * c, sparsity) for c in (0, 16, 32, 40)]
+    assert per_block == [edges[i + 1] - edges[i] for i in range(3)]
+    assert int(out.pruned.sum()) == count_for_ratio(16 * 40, sparsity)
+    rows = out.pruned.sum(axis=1)
+    assert rows.min() < rows.max()  # rows compete: not each row to the target
+    assert (out.weight[out.pruned] == 0).all() and (out.weight[~out.pruned] != 0).all()
+
+
+def test_sparsegpt_refuses_an_unknown_selection():
+    w, _, stats = correlated()
+    with pytest.raises(ValueError, match=r"selection must be one of \('block', 'row'\), got 'rows'"):
+        sparsegpt(w, stats.hessian(), 0.5, selection="rows")
 
 
 @pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (4, 8)])
@@ -85,7 +104,7 @@ def test_a_singular_hessian_gets_more_dampening_and_says_so_never_nan():
     stats.add(np.ones((50, 8)))  # rank one: every input the same
     out = sparsegpt(w, stats.hessian(), 0.5, dampening_frac=1e-12)
     assert out.retries > 0 and np.isfinite(out.weight).all()
-    assert out.pruned.sum(1).tolist() == [4] * 16
+    assert int(out.pruned.sum()) == 64
 
 
 def test_dead_inputs_are_pruned_and_inputs_with_nan_are_refused():
@@ -93,7 +112,7 @@ def test_dead_inputs_are_pruned_and_inputs_with_nan_are_refused():
     x[:, 3] = 0
     stats = LayerStats("fc", hessian=True, norms=False)
     stats.add(x)
-    out = sparsegpt(w, stats.hessian(), 0.5)
+    out = sparsegpt(w, stats.hessian(), 0.5, selection="row")
     assert out.pruned[:, 3].all() and out.pruned.sum(1).tolist() == [4] * 16
     x[0, 0] = np.nan
     bad = LayerStats("fc", hessian=True, norms=False)
@@ -118,7 +137,10 @@ def test_owl_spreads_the_target_by_outliers_and_keeps_its_mean():
 def test_one_shot_methods_take_single_weight_patterns_and_declared_parameters():
     cfg = WeightPruningConfig(pruning_type="sparse_gpt", pattern="2:4", target_sparsity=0.5)
     assert cfg.groups[0]["parameters"] == {"reg_coeff": 0.0, "block_size": 128, "dampening_frac": 0.01,
-                                           "sparsity_allocation": "uniform", "owl_m": 5.0, "owl_lambda": 0.08}
+                                           "mask_selection": "block", "sparsity_allocation": "uniform",
+                                           "owl_m": 5.0, "owl_lambda": 0.08}
+    with pytest.raises(ConfigError, match=r"mask_selection.*'rows'"):
+        WeightPruningConfig(pruning_type="sparse_gpt", pattern="1x1", parameters={"mask_selection": "rows"})
     assert WeightPruningConfig(pruning_type="wanda", pattern="1x1").groups[0]["parameters"]["owl_m"] == 5.0
     with pytest.raises(ConfigError, match=r"pruning_type='sparse_gpt' prunes single weights: pattern '1x1'.*"
                                           r"pattern '4x1' is not one of them"):

@@ -58,14 +58,18 @@ def _rows(weight):
     return (weight == 0).sum(1)
 
 
-@pytest.mark.parametrize("method", ["sparse_gpt", "wanda"])
-def test_exact_counts_per_row_and_per_group_and_what_the_run_reports(method):
+@pytest.mark.parametrize("method, params", [("sparse_gpt", {"mask_selection": "row"}), ("sparse_gpt", {}),
+                                            ("wanda", {})])
+def test_exact_counts_per_row_and_per_group_and_what_the_run_reports(method, params):
     model = stack()
-    pruning = prepare_pruning(model, WeightPruningConfig(pruning_type=method, pattern="1x1", target_sparsity=0.57),
-                              dataloader=loud_inputs(4))
+    pruning = prepare_pruning(model, WeightPruningConfig(pruning_type=method, pattern="1x1", target_sparsity=0.57,
+                                                         parameters=params), dataloader=loud_inputs(4))
     for name in ("0", "2", "4"):
         w = model.get_submodule(name).weight
-        assert _rows(w).tolist() == [count_for_ratio(w.shape[1], 0.57)] * w.shape[0]
+        if params or method == "wanda":  # each row to the target
+            assert _rows(w).tolist() == [count_for_ratio(w.shape[1], 0.57)] * w.shape[0]
+        else:  # SparseGPT's default: each column block as a whole, exact over the layer
+            assert int(_rows(w).sum()) == count_for_ratio(w.numel(), 0.57) and _rows(w).min() < _rows(w).max()
         assert torch.equal(pruning.masks[name], w != 0)
     assert (model[5].weight != 0).all()  # the head stays dense
     report = pruning.calibration
@@ -204,7 +208,7 @@ def test_groups_may_mix_one_shot_methods_and_a_generator_is_calibration_data_too
     cfg = WeightPruningConfig([{"op_names": ["self_attn"], "pruning_type": "wanda", "pattern": "2:4",
                                 "target_sparsity": 0.5},
                                {"op_names": ["mlp"], "pruning_type": "sparse_gpt", "pattern": "1x1",
-                                "target_sparsity": 0.6}])
+                                "target_sparsity": 0.6, "parameters": {"mask_selection": "row"}}])
     pruning = prepare_pruning(model, cfg, dataloader=(b for b in padded_batches()))
     methods = {n: l["method"] for n, l in pruning.calibration.layers.items()}
     assert {m for n, m in methods.items() if "self_attn" in n} == {"Wanda"}

@@ -14,7 +14,7 @@ The backend decides *when* (block by block, each block fed the pruned outputs of
 against :mod:`nc_prune.core.xp`.
 
 Method settings are validated ``parameters`` (see :mod:`nc_prune.core.parameters`): ``block_size`` (128) and
-``dampening_frac`` (0.01) for SparseGPT; ``sparsity_allocation`` (``"uniform"`` or ``"owl"``) with
+``dampening_frac`` (0.01) and ``mask_selection`` (``"block"``) for SparseGPT; ``sparsity_allocation`` (``"uniform"`` or ``"owl"``) with
 ``owl_m`` (5) and ``owl_lambda`` (0.08) for both.
 """
 
@@ -29,7 +29,7 @@ from ..pruner import BasePruner
 from ..registry import register_pruner
 from ..xp import namespace
 from .select import prune_mask
-from .sparsegpt import sparsegpt
+from .sparsegpt import SELECTIONS, sparsegpt
 from .stats import LayerStats
 from .wanda import wanda_scores
 
@@ -107,6 +107,8 @@ class SparseGPTPruner(CalibrationPruner):
     PARAMETERS = dict(ALLOCATION, **{
         "block_size": Param(128, integer(1), "columns per lazy-update block"),
         "dampening_frac": Param(0.01, number(0.0, 1.0, lo_open=True), "diagonal dampening, of mean(diag H)"),
+        "mask_selection": Param("block", choice(*SELECTIONS),
+                                "1x1: each column block as a whole (the paper's), or each row to the target"),
     })
 
     def new_stats(self, name: str) -> LayerStats:
@@ -116,7 +118,7 @@ class SparseGPTPruner(CalibrationPruner):
     def prune_layer(self, name, stats, sparsity):
         params = self.config["parameters"]
         result = sparsegpt(self._float_weight(name), stats.hessian(), sparsity, self.nm, params["block_size"],
-                           params["dampening_frac"])
+                           params["dampening_frac"], params["mask_selection"])
         self._write(name, result.weight, result.pruned)
         return {"dampening": result.dampening, "retries": result.retries}
 
