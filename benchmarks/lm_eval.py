@@ -145,15 +145,16 @@ def perplexity(model, tokenizer_dir_or_tokenizer=MODEL_DIR, windows: int = 64, l
     return math.exp(nll / count)
 
 
-def calibration_batches(model_dir: str = MODEL_DIR, n: int = 32, length: int = 256,
-                        batch_size: int = 4) -> List[Dict[str, torch.Tensor]]:
-    """``n`` calibration sequences of ``length`` tokens from ``calib.txt`` (training text, never held-out),
-    evenly spread over it, in ``ceil(n / batch_size)`` batches ``{"input_ids": LongTensor(b, length)}`` —
-    what ``prepare_pruning(..., dataloader=...)`` takes. The defaults give 8 batches of 4 x 256
-    (8,192 tokens); calib.txt holds about 70,000 tokens, so ``n * length`` can grow to about that."""
-    tokenizer = load_tokenizer(model_dir)
-    x = windows_of(token_ids(tokenizer, os.path.join(os.fspath(model_dir), CALIB_FILE)), n, length)
-    return [{"input_ids": x[b:b + batch_size].clone()} for b in range(0, n, batch_size)]
+def calibration_batches(model_dir: str = MODEL_DIR, n: int = 32, length: int = 256, batch_size: int = 4,
+                        seed: Optional[int] = None) -> List[Dict[str, torch.Tensor]]:
+    """``n`` calibration sequences of ``length`` tokens from ``calib.txt`` (training text, never held-out) in
+    batches ``{"input_ids": LongTensor(b, length)}`` — what ``prepare_pruning(..., dataloader=...)`` takes:
+    :func:`nc_prune.torch.batches.text_batches`, evenly spread or, with ``seed``, at random positions. The
+    defaults give 8 batches of 4 x 256 (8,192 tokens); calib.txt holds about 77,000 tokens."""
+    from nc_prune.torch.batches import text_batches
+
+    return text_batches(load_tokenizer(model_dir), read_text(os.path.join(os.fspath(model_dir), CALIB_FILE)),
+                        n, length, batch_size, seed)
 
 
 def untrained_model(model_dir: str = MODEL_DIR, seed: int = 0):

@@ -53,12 +53,21 @@ def _failed(res: Dict, name: str) -> Optional[str]:
 
 
 # ---- plots ----------------------------------------------------------------------------------------
+def _save(fig, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    os.makedirs(IMG, exist_ok=True)
+    path = os.path.join(IMG, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(rows: List[Dict], run: str) -> List[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(IMG, exist_ok=True)
     written = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for pattern in PATTERN_COLORS:
@@ -88,9 +97,7 @@ def plots(rows: List[Dict], run: str) -> List[str]:
         ax.legend(fontsize=7)
     fig.suptitle(f"nc_prune vs INC 2.6, same scores ({run} run)")
     fig.tight_layout()
-    path = os.path.join(IMG, "bench_global_masks.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = _save(fig, "bench_global_masks.png")
     written.append(path)
     return written
 
@@ -117,9 +124,7 @@ def train_plot(train: List[Dict], run: str) -> Optional[str]:
     ax.set_title(f"PyTorch training-step cost of pruning ({run} run)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = os.path.join(IMG, "bench_train_overhead.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = _save(fig, "bench_train_overhead.png")
     return path
 
 
@@ -333,13 +338,166 @@ def keras_section(res: Dict, out: List[str], targets: List[List[str]]) -> None:
                     "; ".join(shown), "—"])
 
 
+METHOD_COLORS = {"magnitude": "tab:gray", "wanda": "tab:blue", "sparse_gpt": "tab:orange",
+                 "wanda+owl": "tab:cyan", "sparse_gpt+owl": "tab:red", "INC sparse_gpt": "tab:brown",
+                 "llmc sparse_gpt": "tab:pink", "llmc wanda": "tab:purple"}
+
+
+def oneshot_quality_plot(q: Dict, run: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = q["summary"]
+    methods = [m for m in METHOD_COLORS if any(m in summary[s] for s in summary)]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        xs, ys, lo, hi = [], [], [], []
+        for j, setting in enumerate(summary):
+            if m in summary[setting]:
+                r = summary[setting][m]
+                xs.append(j + i * width)
+                ys.append(r["perplexity"])
+                lo.append(r["perplexity"] - r["perplexity_min"])
+                hi.append(r["perplexity_max"] - r["perplexity"])
+        ax.bar(xs, ys, width, yerr=[lo, hi], color=METHOD_COLORS[m], label=m, capsize=2)
+    ax.axhline(q["dense_perplexity"], color="k", ls=":", lw=1, label=f"dense {q['dense_perplexity']:.2f}")
+    ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(summary))])
+    ax.set_xticklabels(list(summary))
+    ax.set_ylim(q["dense_perplexity"] * 0.95, None)
+    ax.set_ylabel("held-out perplexity (lower is better)")
+    ax.set_title(f"One-shot pruning of models/stdlib-lm: mean over {len(q['seeds'])} calibration seed(s), "
+                 f"min–max bars ({run} run)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = _save(fig, "bench_oneshot_quality.png")
+    return path
+
+
+def oneshot_scale_plot(rows: List[Dict], run: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in sorted({r["method"] for r in rows}):
+        rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["params"])
+        x = [r["params"] / 1e6 for r in rs]
+        c = METHOD_COLORS.get(method)
+        axes[0].plot(x, [r["time_ratio"] for r in rs], "o-", color=c, label=method)
+        axes[1].plot(x, [r["extra_ratio"] for r in rs], "o-", color=c, label=method)
+    axes[0].set_title("One-shot time / one dense forward over the calibration data")
+    axes[0].set_ylabel("ratio")
+    axes[1].set_title("Memory added during pruning / the model's size")
+    axes[1].set_ylabel("ratio (peak RSS - RSS before) / model bytes")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (millions)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"One-shot cost as a Llama-style decoder grows ({run} run)")
+    fig.tight_layout()
+    path = _save(fig, "bench_oneshot_scale.png")
+    return path
+
+
+SGPT_TARGET = "One-shot: SparseGPT's perplexity gap to dense at 50 % ≤ ⅓ of magnitude's"
+
+
+def oneshot_section(res: Dict, out: List[str], targets: List[List[str]], notes: List[str]) -> None:
+    b = _bench(res, "oneshot_quality")
+    out += ["## One-shot pruning quality: nc_prune vs INC 2.6 and llm-compressor", ""]
+    if not b or not b["results"]:
+        out += [f"Not measured: {_failed(res, 'oneshot_quality')}.", ""]
+        targets.append([SGPT_TARGET, "not measured", "—"])
+        return
+    q = b["results"][-1]
+    summary = q["summary"]
+    out += [
+        f"`models/stdlib-lm` (a 4-block Llama with grouped-query attention, 3.95M parameters, trained here on the",
+        f"Python standard library; dense held-out perplexity **{q['dense_perplexity']:.3f}**) pruned at once, each",
+        f"run in a fresh process with {q['threads']} torch threads; calibration: {q['samples']} windows of "
+        f"{q['length']} tokens of training text per seed",
+        f"(seeds {', '.join(map(str, q['seeds']))}; the same token ids for every system). Perplexity: 64 held-out "
+        "windows of 256 tokens, computed in nc_prune's environment for every system's saved output. `magnitude` is",
+        "each layer to the target by `|W|` (`pruning_scope=\"local\"`, the papers' baseline; no data, one run).",
+        "Time: the pruning call alone; memory: what it added over the process's resident set after loading the",
+        "model. Masks alike: the fraction of weights every seed's reference run and nc_prune's run of the same",
+        "method on the same data pruned or kept alike (the lowest over seeds).", ""]
+    for env, name in (("inc", "INC 2.6"), ("llmc", "llm-compressor")):
+        if not q["references"].get(env):
+            out += [f"{name} was not part of this run: {q['skipped'].get(env, 'no environment given')}.", ""]
+    out += ["| setting | method | perplexity (mean) | min–max over seeds | gap to dense | gap / magnitude's | "
+            "prune time | memory added | sparsity | masks alike |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for setting, methods in summary.items():
+        mag = methods["magnitude"]["gap"]
+        for method, r in methods.items():
+            out.append(f"| {setting} | {method} | {r['perplexity']:.3f} | {r['perplexity_min']:.3f}–"
+                       f"{r['perplexity_max']:.3f} | {r['gap']:+.3f} | {r['gap'] / mag:.2f} | "
+                       f"{r['prune_seconds']:.1f} s | {r['extra_mib']:.0f} MiB | {100 * r['sparsity']:.2f} % | "
+                       + (f"{100 * r['mask_agreement']:.2f} % |" if "mask_agreement" in r else "— |"))
+    out += ["", "![one-shot quality](img/bench_oneshot_quality.png)", ""]
+    fifty = summary.get("50%")
+    if fifty:
+        ratio = fifty["sparse_gpt"]["gap"] / fifty["magnitude"]["gap"]
+        shown = [f"{ratio:.2f} ({fifty['sparse_gpt']['gap']:+.3f} vs {fifty['magnitude']['gap']:+.3f})"]
+        shown += [f"{s} {m['sparse_gpt']['gap'] / m['magnitude']['gap']:.2f}" for s, m in summary.items() if s != "50%"]
+        targets.append([SGPT_TARGET, "; ".join(shown), _ok(ratio <= 1 / 3)])
+    for ref, ours in (("INC sparse_gpt", "sparse_gpt"), ("llmc sparse_gpt", "sparse_gpt"), ("llmc wanda", "wanda")):
+        pairs = [(s, m[ours], m[ref]) for s, m in summary.items() if ref in m]
+        if not pairs:
+            continue
+        worse = [s for s, o, r in pairs if o["perplexity"] > r["perplexity"]]
+        shown = "; ".join(f"{s} {o['perplexity']:.3f} vs {r['perplexity']:.3f}, time x{o['prune_seconds'] / r['prune_seconds']:.2f}, "
+                          f"memory x{o['extra_mib'] / r['extra_mib']:.2f}" for s, o, r in pairs)
+        targets.append([f"One-shot {ours}: perplexity at most {ref}'s (time, memory: nc_prune / {ref.split()[0]})",
+                        shown, _ok(not worse)])
+        if worse:
+            diff = max((o["perplexity"] - r["perplexity"]) / r["perplexity"] for s, o, r in pairs)
+            notes.append(f"{ref} is ahead of nc_prune's {ours} at {', '.join(worse)} by at most {100 * diff:.2f} % "
+                         f"perplexity, with masks {100 * min(r.get('mask_agreement', 1) for _, _, r in pairs):.1f} %+ "
+                         "alike: the same algorithm on activations computed by another transformers version.")
+    seventy = summary.get("70%")
+    if seventy and "wanda+owl" in seventy:
+        w, o = seventy["wanda"]["gap"], seventy["wanda+owl"]["gap"]
+        g, go = seventy["sparse_gpt"]["gap"], seventy["sparse_gpt+owl"]["gap"]
+        targets.append(["One-shot at 70 %: OWL's gap to dense vs uniform (reported)",
+                        f"Wanda {w:+.3f} → OWL {o:+.3f} (x{o / w:.2f}); SparseGPT {g:+.3f} → OWL {go:+.3f} (x{go / g:.2f})",
+                        "—"])
+    scale = _bench(res, "oneshot_scale")
+    out += ["### One-shot cost as the model grows", ""]
+    if not scale or not scale["results"]:
+        out += [f"Not measured: {_failed(res, 'oneshot_scale')}.", ""]
+        return
+    rows = scale["results"]
+    out += ["A Llama-style decoder (grouped-query attention, 4 blocks, random weights, float32) at three widths, each",
+            "method in a fresh process at 50 % `1x1` from the same calibration batches. Time over one dense forward",
+            "pass over the calibration batches measured beside it; memory added over the model's size, beside what",
+            "the pipeline reports holding at most (one block's inputs for all batches plus one block's statistics).", "",
+            "| width | params | tokens | method | time / dense forward | memory added | / model size | held by the pipeline |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['width']} | {r['params'] / 1e6:.1f}M | {r['tokens']:,} | {r['method']} | "
+                   f"x{r['time_ratio']:.1f} | {r['extra_bytes'] / 2**20:.0f} MiB | x{r['extra_ratio']:.2f} | "
+                   f"{r['held_bytes'] / 2**20:.0f} MiB |")
+    out += ["", "![one-shot cost by model size](img/bench_oneshot_scale.png)", ""]
+    big = max(r["params"] for r in rows)
+    top = [r for r in rows if r["params"] == big]
+    targets.append([f"One-shot memory added at {big / 1e6:.1f}M params, over the model's size (reported)",
+                    ", ".join(f"{r['method']} x{r['extra_ratio']:.2f}" for r in top), "—"])
+
+
 def reproduce(res: Dict, out: List[str]) -> None:
     out += ["## Reproduce", "",
             "Everything above comes from one command; `--quick` runs smaller sizes in a few minutes:", "",
             "```bash", "bash benchmarks/run.sh            # full run (about 30 minutes)",
-            "bash benchmarks/run.sh --quick    # quick run", "```", "",
+            "bash benchmarks/run.sh --quick    # quick run",
+            "bash benchmarks/run.sh --only oneshot_quality --merge   # one benchmark again, the rest kept", "```", "",
             "It sources `scripts/env.sh` (the project's `.venv`), builds INC 2.6 apart in `benchmarks/.envs/inc`",
-            "(`scripts/inc_env.sh`: `torch==2.13.0 neural-compressor==2.6 numpy<2 setuptools<81 six`), lets",
+            "(`scripts/inc_env.sh`: `torch==2.13.0 neural-compressor==2.6 numpy<2 setuptools<81 six transformers<5`),",
+            "llm-compressor in `benchmarks/.envs/llmc` (`benchmarks/oneshot_refs/envs.sh`: `torch==2.13.0",
+            "llmcompressor==0.14.0.1 compressed-tensors==0.19.0 transformers==5.17.0`), lets",
             "`keras_vs_tfmot.py` build tfmot in `benchmarks/.envs/tfmot`, skips a reference that cannot be",
             "installed, runs each benchmark in its own process and writes `benchmarks/results/<run>.json`,",
             "this page and its plots. The commands of this run:", "", "```bash"]
@@ -367,6 +525,7 @@ def write(path: str) -> str:
     train = train_section(res, body, targets, notes)
     torch_prune_section(res, body)
     keras_section(res, body, targets)
+    oneshot_section(res, body, targets, notes)
     reproduce(res, body)
     if notes:
         body += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -378,6 +537,10 @@ def write(path: str) -> str:
         plots(rows, res["run"])
     if train:
         train_plot(train, res["run"])
+    if _bench(res, "oneshot_quality") and _bench(res, "oneshot_quality")["results"]:
+        oneshot_quality_plot(_bench(res, "oneshot_quality")["results"][-1], res["run"])
+    if _bench(res, "oneshot_scale") and _bench(res, "oneshot_scale")["results"]:
+        oneshot_scale_plot(_bench(res, "oneshot_scale")["results"], res["run"])
     page = os.path.join(DOCS, "benchmarks.md")
     with open(page, "w") as f:
         f.write("\n".join(out).rstrip() + "\n")

@@ -1,6 +1,7 @@
 """Run the whole benchmark suite, each benchmark in its own process, and write the results and the docs.
 
-    python benchmarks/run_all.py [--quick] [--inc-python PATH] [--skip 3b,keras,torch_prune]
+    python benchmarks/run_all.py [--quick] [--inc-python PATH] [--llmc-python PATH] [--skip 3b,keras,...]
+                                 [--only oneshot_quality,... --merge]
 
 ``bash benchmarks/run.sh`` is the one command (it also builds the environments). This script runs:
 
@@ -8,7 +9,13 @@
 * ``mask_3b.py`` — a global 4x1 mask over 3.02e9 bfloat16 parameters (0.3e9 with ``--quick``);
 * ``train_overhead.py`` — PyTorch training-step overhead after the schedule, on score and mask steps;
 * ``torch_prune_global.py`` — ``global_unstructured`` against ``torch.nn.utils.prune`` (if present);
-* ``keras_vs_tfmot.py`` — Keras callback vs tfmot (if present; it builds its own environment).
+* ``keras_vs_tfmot.py`` — Keras callback vs tfmot (if present; it builds its own environment);
+* ``oneshot_scale.py`` — one-shot time and memory per method as a decoder grows (3 widths);
+* ``oneshot_quality.py`` — held-out perplexity of the shipped language model after one-shot pruning, per
+  method, beside INC 2.6's and llm-compressor's (when their environments are given).
+
+``--merge`` keeps the other benchmarks' results of an earlier run of the same size and replaces only the
+ones run now (with ``--only``), so one benchmark can be rerun without the rest.
 
 Each child's output goes to ``benchmarks/out/logs/``; the results to ``benchmarks/results/<run>.json``
 (``quick`` or ``full``); then ``report.py`` writes ``docs/benchmarks.md`` and ``docs/img/bench_*.png``.
@@ -37,12 +44,18 @@ SIZES = {"quick": {"global": ["--layers", "48", "--sizes", "128,256,512", "--rep
                    "3b": ["--layers", "18"],
                    "train": ["--rounds", "9", "--steps", "5"],
                    "torch_prune": ["--layers", "8", "--width", "1024"],
-                   "keras": ["--seeds", "1", "--epochs", "8", "--skip-large"]},
+                   "keras": ["--seeds", "1", "--epochs", "8", "--skip-large"],
+                   "oneshot_scale": ["--sizes", "128,256,512", "--samples", "16"],
+                   "oneshot_quality": ["--seeds", "0", "--samples", "32"]},
          "full": {"global": ["--layers", "48", "--sizes", "256,512,1024", "--repeat", "3"],
                   "3b": ["--layers", "180"],
                   "train": ["--rounds", "21", "--steps", "10"],
                   "torch_prune": [],
-                  "keras": ["--seeds", "1"]}}
+                  "keras": ["--seeds", "1"],
+                  "oneshot_scale": ["--sizes", "256,512,1024"],
+                  "oneshot_quality": []}}
+NAMES = {"global": "global_masks", "3b": "mask_3b", "train": "train_overhead", "torch_prune": "torch_prune_global",
+         "keras": "keras_vs_tfmot", "oneshot_scale": "oneshot_scale", "oneshot_quality": "oneshot_quality"}
 
 
 def _rel(path: str) -> str:
@@ -77,11 +90,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes: the whole suite in a few minutes")
     parser.add_argument("--inc-python", default=None, help="python of the INC 2.6 environment")
     parser.add_argument("--inc-skipped", default=None, help="why INC is not available (recorded in the docs)")
-    parser.add_argument("--skip", default="", help="comma-separated: global,3b,train,torch_prune,keras")
+    parser.add_argument("--llmc-python", default=None, help="python of the llm-compressor environment")
+    parser.add_argument("--llmc-skipped", default=None, help="why llm-compressor is not available")
+    parser.add_argument("--skip", default="", help="comma-separated of: " + ",".join(NAMES))
+    parser.add_argument("--only", default="", help="comma-separated: run these alone")
+    parser.add_argument("--merge", action="store_true", help="keep the other results of the last run of this size")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
     run = "quick" if args.quick else "full"
     skip = {s for s in args.skip.split(",") if s}
+    only = {s for s in args.only.split(",") if s}
+    unknown = sorted((skip | only) - set(NAMES))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; known: {', '.join(NAMES)}")
+    if only:
+        skip |= set(NAMES) - only
     sizes = SIZES[run]
     out_dir = os.path.join(HERE, "out")
     log_dir = os.path.join(out_dir, "logs", run)
@@ -91,6 +114,9 @@ def main() -> None:
                      "command": "bash benchmarks/run.sh" + (" --quick" if args.quick else ""),
                      "inc": {"python": _rel(args.inc_python) if args.inc_python else None,
                              "skipped": None if args.inc_python else (args.inc_skipped or "no INC environment")},
+                     "llmc": {"python": _rel(args.llmc_python) if args.llmc_python else None,
+                              "skipped": None if args.llmc_python else (args.llmc_skipped or
+                                                                        "no llm-compressor environment")},
                      "benchmarks": {}}
     try:
         import torch
@@ -115,6 +141,24 @@ def main() -> None:
         plan.append(("keras_vs_tfmot", [py, os.path.join(HERE, "keras_vs_tfmot.py"), *sizes["keras"],
                                         "--json", os.path.join(out_dir, f"keras_vs_tfmot_{run}.json")]))
 
+    if "oneshot_scale" not in skip:
+        plan.append(("oneshot_scale", [py, os.path.join(HERE, "oneshot_scale.py"), *sizes["oneshot_scale"]]))
+    if "oneshot_quality" not in skip:
+        cmd = [py, os.path.join(HERE, "oneshot_quality.py"), *sizes["oneshot_quality"]]
+        for env, given, why in (("inc", args.inc_python, results["inc"]["skipped"]),
+                                ("llmc", args.llmc_python, results["llmc"]["skipped"])):
+            cmd += [f"--{env}-python", given] if given else ["--skipped", f"{env}={why}"]
+        plan.append(("oneshot_quality", cmd))
+
+    path = os.path.join(HERE, "results", f"{run}.json")
+    if args.merge and os.path.exists(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        kept = {k: v for k, v in earlier["benchmarks"].items() if k not in {name for name, _ in plan}}
+        results["benchmarks"].update(kept)
+        results["merged"] = {"from": earlier.get("date"), "kept": sorted(kept),
+                             "earlier_merges": earlier.get("merged")}
+
     for name, cmd in plan:
         r = run_child(name, cmd, log_dir)
         if name == "global_masks":
@@ -129,7 +173,6 @@ def main() -> None:
         results["benchmarks"][name] = r
 
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", f"{run}.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
     print(f"\nresults: {_rel(path)}", flush=True)

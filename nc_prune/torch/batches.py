@@ -102,7 +102,7 @@ def text_batches(tokenizer: Any, text: str, samples: int = 32, length: int = 256
     The windows are evenly spaced over the tokenized text, or, with ``seed``, drawn at random positions
     (the same seed, the same windows). A text shorter than one window is an error that says how long it is.
     """
-    ids = tokenizer(text, return_attention_mask=False)["input_ids"]
+    ids = tokenizer(text, return_attention_mask=False, verbose=False)["input_ids"]  # long text: no max-length warning
     if len(ids) < length:
         raise ConfigError(f"the calibration text has {len(ids)} tokens, fewer than one window of {length}; give a "
                           f"longer text or a smaller length")

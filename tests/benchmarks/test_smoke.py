@@ -154,3 +154,54 @@ def test_report_renders_from_a_results_file(tmp_path, monkeypatch):
     assert "Not measured: failed (exit 1); log: `3b.log`." in page
     assert "```python" not in page  # the docs tests would run it
     assert (tmp_path / "img" / "bench_global_masks.png").stat().st_size > 0
+
+
+def test_one_shot_quality_run_prunes_the_shipped_model_exactly_and_summarises_over_seeds():
+    pytest.importorskip("transformers")
+    quality = importlib.import_module("oneshot_quality")
+    runs = [quality.run_ours("wanda", "2:4", seed, samples=4, length=64) for seed in (0, 1)]
+    assert [r["sparsity"] for r in runs] == [0.5, 0.5]  # 2 of every 4 in every decoder-block linear layer
+    dense = 27.71
+    assert all(r["perplexity"] > dense and r["extra_mib"] >= 0 for r in runs)
+    assert runs[0]["perplexity"] != runs[1]["perplexity"]  # the seed draws other calibration windows
+    mag = dict(runs[0], method="magnitude", perplexity=31.0)
+    summary = quality.summarise(runs + [mag], dense)["2:4"]
+    ppl = sorted(r["perplexity"] for r in runs)
+    assert summary["wanda"]["seeds"] == 2 and summary["wanda"]["perplexity_min"] == ppl[0]
+    assert summary["wanda"]["perplexity"] == pytest.approx(sum(ppl) / 2)
+    assert summary["magnitude"]["gap"] == pytest.approx(31.0 - dense)
+    assert quality.runs_of("2:4") == ["magnitude", "wanda", "sparse_gpt"]  # OWL needs an unstructured target
+
+
+def test_report_renders_the_one_shot_section_with_its_verdicts(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    report = importlib.import_module("report")
+    monkeypatch.setattr(report, "DOCS", str(tmp_path))
+    monkeypatch.setattr(report, "IMG", str(tmp_path / "img"))
+
+    def row(system, ppl, seconds=5.0, mib=100.0, **extra):
+        return dict({"system": system, "seeds": 3, "perplexity": ppl, "perplexity_min": ppl - 0.1,
+                     "perplexity_max": ppl + 0.1, "gap": ppl - 27.0, "prune_seconds": seconds, "extra_mib": mib,
+                     "sparsity": 0.5}, **extra)
+    summary = {"50%": {"magnitude": row("nc_prune", 30.0), "sparse_gpt": row("nc_prune", 27.9),
+                       "INC sparse_gpt": row("INC", 28.0, seconds=10.0, mib=200.0, mask_agreement=0.99)}}
+    quality = {"dense_perplexity": 27.0, "seeds": [0, 1, 2], "samples": 128, "length": 256, "threads": 2,
+               "references": {"inc": True, "llmc": False}, "skipped": {"llmc": "no env"}, "summary": summary}
+    scale = [{"width": w, "params": w * 1000, "tokens": 8192, "method": "wanda", "time_ratio": 3.0,
+              "extra_bytes": 2**20, "extra_ratio": 0.5, "held_bytes": 2**19} for w in (128, 256)]
+    bench = {"returncode": 0, "command": "python x.py", "seconds": 1.0, "stdout": [], "log": "x.log"}
+    res = {"run": "quick", "date": "today", "command": "bash benchmarks/run.sh --quick",
+           "machine": {"cpu": "cpu", "cores": "2", "ram_gib": "24", "python": "3", "numpy": "2"},
+           "inc": {"python": "inc/bin/python", "skipped": None},
+           "benchmarks": {"oneshot_quality": dict(bench, results=[quality]),
+                          "oneshot_scale": dict(bench, results=scale)}}
+    path = tmp_path / "quick.json"
+    path.write_text(json.dumps(res))
+    page = Path(report.write(str(path))).read_text()
+    assert "| One-shot: SparseGPT's perplexity gap to dense at 50 % ≤ ⅓ of magnitude's | 0.30 (+0.900 vs +3.000) | **yes** |" in page
+    assert ("| One-shot sparse_gpt: perplexity at most INC sparse_gpt's (time, memory: nc_prune / INC) | "
+            "50% 27.900 vs 28.000, time x0.50, memory x0.50 | **yes** |") in page
+    assert "llm-compressor was not part of this run: no env." in page
+    assert "| 50% | INC sparse_gpt | 28.000 | 27.900–28.100 | +1.000 | 0.33 | 10.0 s | 200 MiB | 50.00 % | 99.00 % |" in page
+    assert (tmp_path / "img" / "bench_oneshot_quality.png").stat().st_size > 0
+    assert (tmp_path / "img" / "bench_oneshot_scale.png").stat().st_size > 0
