@@ -58,6 +58,9 @@ class BasePruner:
     PARAMETERS: Dict[str, Param] = {}
     #: False for pruners that ignore ``target_sparsity`` (its N:M bound is then not checked).
     uses_target: bool = True
+    #: True for pruners that prune a trained model at once from calibration data and cannot follow training
+    #: (``sparse_gpt``, ``wanda``, ``retrain_free``): backends refuse them for training-time pruning.
+    one_shot_only: bool = False
     #: Per-layer state this pruner keeps beside the mask, ``{key: (numpy dtype name, fill value)}``, one entry
     #: per weight in the canonical layout. Backends store it with the mask (torch buffers, Keras optimizer
     #: variables), so it is saved in checkpoints and a resume continues exactly.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 from .config import WeightPruningConfig
-from .errors import ConfigTypeError
+from .errors import ConfigError, ConfigTypeError
 from .layers import LayerInfo, LayerPlan, plan_layers
 from .pruner import BasePruner, get_pruner_class
 
@@ -87,6 +87,21 @@ class PruningSession:
 
     def is_done(self) -> bool:
         return all(p.is_done(self._step) for p in self.pruners)
+
+    def check_training_time(self, how: str) -> None:
+        """Refuse one-shot-only groups (:attr:`BasePruner.one_shot_only`) for pruning that follows training.
+
+        ``how`` says what the user did (``"prepare_pruning(..., optimizer=...)"``); without this check such
+        a group would never prune and training would carry on dense without a word.
+        """
+        bad = [(i, p.config["pruning_type"]) for i, p in enumerate(self.pruners) if p.one_shot_only]
+        if bad:
+            names = ", ".join(f"group {i} (pruning_type={t!r})" for i, t in bad)
+            raise ConfigError(
+                f"{names} prunes a trained model at once from calibration data and cannot prune during training, "
+                f"as {how} asks; prune one-shot with the torch backend's prepare_pruning(model, config, "
+                f"dataloader=calibration_batches), or pick a training-time pruning_type (e.g. 'snip_momentum')"
+            )
 
     def layer_patterns(self) -> Dict[str, str]:
         return {name: p.config["pattern"] for p in self.pruners for name in p.modules}

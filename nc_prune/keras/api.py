@@ -139,6 +139,7 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
     infos = [w.info() for w in found.values()]
     session = PruningSession(config, infos, lambda plan: {layer.name: found[layer.name] for layer in plan},
                              KerasBasePruner)
+    session.check_training_time("nc_prune.keras.prepare_pruning (Keras prunes while model.fit trains)")
     specs = _specs(session)
     selected = {t["name"]: found[t["name"]] for t in specs}
 

@@ -151,6 +151,7 @@ class TorchPruning:
             self._targets = {name: targets[name] for p in self.pruners for name in p.modules}
             self._all_targets = targets
             if optimizer is not None:
+                self.session.check_training_time("prepare_pruning(..., optimizer=...)")
                 self._check_optimizer(optimizer)
             self._install_root_state()
             for target in self._targets.values():
@@ -259,8 +260,16 @@ class TorchPruning:
             )
 
     def on_train_begin(self, dataloader: Any = None) -> None:
-        if not self._optimizer_handles:
-            self.session.on_train_begin(dataloader)
+        """Start pruning in manual mode; one-shot groups (``sparse_gpt``, ``wanda``, ``retrain_free``) prune
+        from ``dataloader`` here and now, as INC's ``on_train_begin(dataloader)`` does."""
+        if self._optimizer_handles:
+            return
+        if any(p.one_shot_only for p in self.pruners):
+            if dataloader is None:
+                self.session.check_training_time("on_train_begin() without a dataloader")
+            self.prune_now(dataloader)
+            return
+        self.session.on_train_begin(dataloader)
 
     def on_epoch_begin(self, epoch: int) -> None:
         self.session.on_epoch_begin(epoch)

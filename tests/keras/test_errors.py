@@ -114,3 +114,12 @@ def test_gradient_criterion_without_any_collected_step_says_so():
                                                 "at step 0: no training step has folded its gradient in yet"):
         pruner.current_scores()
     assert np.all(cb.weights["fc1"].slot.mask.numpy())
+
+
+@pytest.mark.parametrize("ptype", ["sparse_gpt", "wanda"])
+def test_one_shot_types_are_refused_by_the_training_time_callback(ptype):
+    # before: accepted, and model.fit with the callback pruned 0 of 128 weights without a word
+    model = compiled(mlp())
+    with pytest.raises(ConfigError, match=rf"group 0 \(pruning_type='{ptype}'\) prunes a trained model at once .* "
+                                          r"nc_prune\.keras\.prepare_pruning"):
+        prepare_pruning(model, config(pruning_type=ptype, pattern="1x1", target_sparsity=0.5))

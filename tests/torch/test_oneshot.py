@@ -278,3 +278,24 @@ def test_a_failure_midway_names_the_block_and_what_was_pruned():
                         dataloader=padded_batches(1))
     assert (model.model.layers[0].mlp.up_proj.weight == 0).sum() == 64 * 32 // 2
     assert (model.model.layers[1].mlp.up_proj.weight == 0).sum() == 0
+
+
+@pytest.mark.parametrize("ptype", ["sparse_gpt", "wanda"])
+def test_one_shot_types_refuse_training_time_use_instead_of_never_pruning(ptype):
+    # before: prepare_pruning(..., optimizer=...) accepted them and training went on dense (0 of 128 zeros)
+    model = stack()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = WeightPruningConfig(pruning_type=ptype, pattern="1x1", target_sparsity=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match=rf"group 0 \(pruning_type='{ptype}'\) prunes a trained model at once .* "
+                                          r"as prepare_pruning\(\.\.\., optimizer=\.\.\.\) asks"):
+        prepare_pruning(model, cfg, optimizer)
+    assert model.state_dict().keys() == before.keys()  # no buffers or hooks left behind
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not optimizer._optimizer_step_pre_hooks
+    manual = prepare_pruning(model, cfg)
+    with pytest.raises(ConfigError, match=r"as on_train_begin\(\) without a dataloader asks"):
+        manual.on_train_begin()
+    manual.on_train_begin(loud_inputs(2))  # INC's on_train_begin(dataloader): prunes from it now
+    w = model[0].weight
+    assert (w == 0).sum().item() == w.numel() // 2

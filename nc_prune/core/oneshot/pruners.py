@@ -46,6 +46,7 @@ class CalibrationPruner(BasePruner):
     """Base of the one-shot pruners that learn from calibration inputs (see the module doc)."""
 
     calibrated = True
+    one_shot_only = True
     needs_hessian = False
     needs_norms = True
     PARAMETERS: Dict[str, Param] = dict(ALLOCATION)
