@@ -23,7 +23,7 @@ whole unit in every member, which is what slimming removes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -131,10 +131,10 @@ class CoupledUnits:
         return sum(int(np.prod(shape)) for shape in self.shapes.values())
 
     def reduce(self, scores: Mapping[str, np.ndarray], reduce_type: str,
-               keep: Optional[Mapping[str, np.ndarray]]) -> np.ndarray:
-        """One score per unit over every scored slice: the sum, mean or max of its entries."""
-        parts = [_along(np.asarray(scores[s.layer], dtype=np.float64), s, self.n_units)
-                 for s in self.coupling.slices if s.scored]
+               keep: Optional[Mapping[str, np.ndarray]], slices: Optional[Sequence[Slice]] = None) -> np.ndarray:
+        """One score per unit over every scored slice (or over ``slices``): the sum, mean or max of its entries."""
+        slices = [s for s in self.coupling.slices if s.scored] if slices is None else slices
+        parts = [_along(np.asarray(scores[s.layer], dtype=np.float64), s, self.n_units) for s in slices]
         if reduce_type == "max":
             return np.max(np.concatenate(parts, axis=1), axis=1)
         total = sum(p.sum(axis=1) for p in parts)
@@ -151,21 +151,35 @@ class CoupledUnits:
     def expand(self, prune_units: np.ndarray) -> Dict[str, np.ndarray]:
         """``{layer: element prune mask}`` of every member from a per-unit prune mask."""
         out = {layer: np.zeros(shape, dtype=bool) for layer, shape in self.shapes.items()}
+        units = np.flatnonzero(prune_units)
         for s in self.coupling.slices:
-            view = _along(out[s.layer], s, self.n_units)  # a view into out[s.layer] where the axes allow
-            if np.shares_memory(view, out[s.layer]):
-                view[prune_units] = True
-            else:
-                self._write(out[s.layer], s, prune_units)
+            self._put(out[s.layer], s, units, True)
         return out
 
-    def _write(self, mask: np.ndarray, s: Slice, prune_units: np.ndarray) -> None:
-        for u in np.flatnonzero(prune_units):
+    def spread(self, values: np.ndarray, slices: Optional[Sequence[Slice]] = None) -> Dict[str, np.ndarray]:
+        """``{layer: float array}`` with unit ``u``'s value on every entry of its scored slices (or of ``slices``)
+        and 0 elsewhere: per-unit scores as element scores whose mean or max over a unit is the unit's value."""
+        slices = [s for s in self.coupling.slices if s.scored] if slices is None else slices
+        out = {layer: np.zeros(shape, dtype=np.float64) for layer, shape in self.shapes.items()}
+        units = np.arange(self.n_units)
+        for s in slices:
+            self._put(out[s.layer], s, units, np.asarray(values, dtype=np.float64))
+        return out
+
+    def _put(self, a: np.ndarray, s: Slice, units: np.ndarray, value: Any) -> None:
+        """Write ``value`` (a scalar, or one per unit of ``units``) on the entries of those units' slice ``s``."""
+        per_unit = np.ndim(value) > 0
+        view = _along(a, s, self.n_units)  # a view into ``a`` where the axes allow
+        if np.shares_memory(view, a):
+            view[units] = np.asarray(value)[:, None] if per_unit else value
+            return
+        for i, u in enumerate(units):
             lo, hi = s.offset + u * s.width, s.offset + (u + 1) * s.width
+            v = value[i] if per_unit else value
             if s.axis == "out":
-                mask[lo:hi] = True
+                a[lo:hi] = v
             else:
-                mask[:, lo:hi] = True
+                a[:, lo:hi] = v
 
 
 def check_couplings(couplings: Sequence[Coupling]) -> List[str]:

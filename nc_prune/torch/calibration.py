@@ -166,7 +166,8 @@ def _next_inputs(out: Any, args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
     return args, dict(kwargs, hidden_states=hidden)
 
 
-def _collector(stats: LayerStats) -> Callable:
+def collect_inputs(stats: LayerStats) -> Callable:
+    """A forward hook folding the module's first input, flattened to (tokens, features), into ``stats``."""
     def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
         x = inputs[0]
         stats.add(x.detach().reshape(-1, x.shape[-1]))
@@ -264,7 +265,7 @@ class Calibration:
                   block: Optional[nn.Module] = None) -> Dict[str, LayerStats]:
         """Statistics of ``names`` from a pass of ``block`` over ``inputs``, or of the whole model over the data."""
         stats = {n: self.owner[n].new_stats(n) for n in names}
-        handles = [self.targets[n].module.register_forward_hook(_collector(stats[n])) for n in names]
+        handles = [self.targets[n].module.register_forward_hook(collect_inputs(stats[n])) for n in names]
         try:
             if block is not None:
                 for args, kwargs in inputs:

@@ -28,7 +28,8 @@ from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from ..progress import progress
 from .batches import batch_loss
-from .calibration import Calibration, CalibrationReport
+from ..core.oneshot.stats import LayerStats
+from .calibration import Calibration, CalibrationReport, collect_inputs
 from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
 from .structure import find_couplings
@@ -367,6 +368,9 @@ class TorchPruning:
         params = [t.weight for t in self._targets.values()]
         saved = [w.grad for w in params]
         seen = 0
+        wanted = {n: p for p in self.pruners if p.needs_grad for n in getattr(p, "input_stats_layers", list)()}
+        stats = {n: LayerStats(n, hessian=True, norms=False) for n in wanted}  # for retrain_free's weight fix
+        handles = [self._targets[n].module.register_forward_hook(collect_inputs(s)) for n, s in stats.items()]
         try:
             total = max_batches if max_batches is not None else _length(dataloader)
             for i, batch in enumerate(progress(dataloader, total=total, desc="one-shot scores")):
@@ -380,11 +384,15 @@ class TorchPruning:
                         p.update_scores()
                 seen += 1
         finally:
+            for h in handles:
+                h.remove()
             for w, g in zip(params, saved):
                 w.grad = g
             self.model.train(was_training)
         if seen == 0:
             raise ConfigError("the dataloader gave no batch; one-shot scores by gradients need at least one")
+        for n, s in stats.items():
+            wanted[n].input_stats[n] = s
 
     # ---- reporting and clean-up ---------------------------------------------------------------
     def report(self) -> SparsityReport:

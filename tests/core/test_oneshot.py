@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 import pytest
 
 from nc_prune import ConfigError, PruningStateError, WeightPruningConfig
 from nc_prune.core.oneshot import (LayerStats, nm_prune_mask, outlier_ratio, owl_sparsities, prune_mask,
                                    row_prune_mask, sparsegpt, wanda_scores)
+from nc_prune.core.coupling import Slice
+from nc_prune.core.oneshot import least_squares_scales, rearrange
+from nc_prune.core.oneshot.retrain_free import objective
 from nc_prune.core.selection import count_for_ratio
 
 
@@ -157,3 +162,49 @@ def test_one_shot_methods_take_single_weight_patterns_and_declared_parameters():
     with pytest.raises(ConfigError, match=r"sparsity_allocation='owl' spreads the target unevenly.*'2:4'"):
         WeightPruningConfig(pruning_type="wanda", pattern="2:4", target_sparsity=0.5,
                             parameters={"sparsity_allocation": "owl"})
+
+
+# ---- retrain_free: mask rearrangement and the least-squares weight fix -----------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rearrangement_keeps_the_count_and_forced_units_and_never_raises_the_fisher_sum(seed):
+    rng = np.random.default_rng(seed)
+    grads = rng.normal(size=(5, 9)) + rng.normal(size=(1, 9))  # correlated across batches
+    fisher = (grads ** 2).sum(0)
+    start = np.zeros(9, bool)
+    start[np.argsort(fisher)[:4]] = True  # what selection gives: the 4 lowest diagonal scores
+    forced = np.zeros(9, bool)
+    forced[np.flatnonzero(start)[0]] = True
+    out = rearrange(grads, start, forced)
+    assert out.sum() == 4 and out[forced].all()
+    assert objective(grads, out) <= objective(grads, start) + 1e-12
+    best = min(objective(grads, np.isin(np.arange(9), c)) for c in combinations(range(9), 4)
+               if forced[list(c)].sum() == 1)
+    assert objective(grads, out) >= best - 1e-12  # a local search: never better than the exhaustive optimum
+
+
+def test_rearrangement_finds_units_that_cancel():
+    g = np.array([[1.0, -1.0, 0.3, 2.0], [2.0, -2.0, 0.1, 2.0]])  # units 0 and 1 cancel: pruning both costs 0
+    assert rearrange(g, np.array([False, False, True, True]), None).tolist() == [True, True, False, False]
+    assert objective(g, np.array([True, True, False, False])) == 0.0
+
+
+def test_least_squares_scales_equal_an_explicit_least_squares_fit_of_the_units_outputs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 12))  # correlated inputs
+    w = rng.normal(size=(5, 12))
+    s = Slice("down", "in", width=3)  # 4 units of 3 columns
+    kept = np.array([True, False, True, True])
+    scales, before, after = least_squares_scales(w, x.T @ x, s, 4, kept, dampening_frac=0.0)
+    contrib = [x[:, 3 * u:3 * u + 3] @ w[:, 3 * u:3 * u + 3].T for u in range(4)]
+    dense = sum(contrib)
+    a = np.stack([contrib[u].ravel() for u in np.flatnonzero(kept)], axis=1)
+    expect = np.linalg.lstsq(a, dense.ravel(), rcond=None)[0]
+    np.testing.assert_allclose(scales, expect, rtol=1e-8)
+    energy = (dense ** 2).sum()
+    assert before == pytest.approx(((dense - a.sum(1).reshape(dense.shape)) ** 2).sum() / energy)
+    assert after == pytest.approx(((dense.ravel() - a @ expect) ** 2).sum() / energy)
+    assert after < before
+    damped, _, after_damped = least_squares_scales(w, x.T @ x, s, 4, kept, dampening_frac=0.5)
+    assert after <= after_damped < before and np.abs(damped - 1).max() < np.abs(scales - 1).max()

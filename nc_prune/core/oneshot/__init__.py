@@ -6,6 +6,7 @@ reference) and, through the torch backend's namespace, on torch tensors where th
 
 from .owl import outlier_ratio, owl_sparsities
 from .pruners import CalibrationPruner, SparseGPTPruner, WandaPruner
+from .retrain_free import RetrainFreePruner, least_squares_scales, rearrange
 from .select import nm_prune_mask, prune_mask, row_prune_mask
 from .sparsegpt import SparseGPTResult, sparsegpt
 from .stats import LayerStats
