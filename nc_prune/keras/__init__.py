@@ -5,6 +5,7 @@
 >>> # model.compile(...); cb = prepare_pruning(model, WeightPruningConfig(pattern="4x1", target_sparsity=0.8,
 >>> #                                                                   start_step=0, end_step=500))
 >>> # model.fit(x, y, callbacks=[cb]); print(cb.report()); strip(model)
+>>> # slimmed, slim_report = model_slim(model)   # a new model without the pruned channels and heads
 
 Import this module before ``keras.models.load_model`` on a model saved mid-pruning: it registers the
 :class:`PruningOptimizer` that carries the masks. See ``docs/keras.md``.
@@ -27,8 +28,9 @@ from .discovery import PrunableWeight, find_prunable_weights  # noqa: E402
 from .layout import Layout, get_layout  # noqa: E402
 from .optimizer import PruningOptimizer  # noqa: E402
 from .pruner import KerasBasePruner  # noqa: E402
+from .slim import SlimError, SlimReport, model_slim, slim  # noqa: E402
 
 __all__ = [
     "prepare_pruning", "strip", "sparsity_report", "PruningCallback", "PruningOptimizer", "KerasBasePruner",
-    "PrunableWeight", "find_prunable_weights", "Layout", "get_layout",
+    "PrunableWeight", "find_prunable_weights", "Layout", "get_layout", "model_slim", "slim", "SlimReport", "SlimError",
 ]

@@ -28,62 +28,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..core.errors import NcPruneError, PruningStateError
+from ..core.errors import PruningStateError
+from ..core.slimming import Removal, SlimError, SlimReport
 from .layers import TorchTarget, find_targets, unwrap
 from .structure import FFN, Attention, find_attention, find_ffns
 
 SLIM_KEY = "nc_prune_slim"
-
-
-class SlimError(NcPruneError, ValueError):
-    """The model cannot be slimmed as it is; nothing was changed."""
-
-
-@dataclass
-class Removal:
-    """What was (or would be) cut from one module."""
-
-    name: str
-    kind: str          # "heads" or "channels"
-    before: int
-    after: int
-    removed: List[int]
-    sizes: Dict[str, int] = field(default_factory=dict)  # the module's sizes after: heads, kv_heads, head_dim / inner
-
-
-@dataclass
-class SlimReport:
-    """What :func:`model_slim` removed, and what it means for saving."""
-
-    removals: List[Removal] = field(default_factory=list)
-    params_before: int = 0
-    params_after: int = 0
-    config_expresses_it: bool = True
-    why_not: List[str] = field(default_factory=list)
-
-    @property
-    def removed(self) -> Dict[str, int]:
-        """``{"heads": n, "channels": m}`` removed in all."""
-        out: Dict[str, int] = {}
-        for r in self.removals:
-            out[r.kind] = out.get(r.kind, 0) + len(r.removed)
-        return out
-
-    def __str__(self) -> str:
-        cut = ", ".join(f"{n} {k}" for k, n in self.removed.items()) or "nothing"
-        lines = [f"slimmed: {cut} removed; parameters {self.params_before:,} -> {self.params_after:,} "
-                 f"({1 - self.params_after / max(self.params_before, 1):.1%} fewer)"]
-        lines += [f"  {r.name}: {r.kind} {r.before} -> {r.after}" for r in self.removals if r.removed]
-        if not self.config_expresses_it:
-            lines.append("  the config cannot express it (" + "; ".join(self.why_not) + "): save_pretrained writes "
-                         "the sizes under config.nc_prune_slim, load it with nc_prune.torch.load_slimmed(dir)")
-        return "\n".join(lines)
 
 
 # ---- cutting tensors -------------------------------------------------------------------------------
