@@ -141,14 +141,15 @@ class ChannelGroup:
 class ChannelGroups:
     """Groups by id; merging two leaves one group that both ids reach."""
 
-    def __init__(self) -> None:
+    def __init__(self, group_type: Optional[type] = None) -> None:
+        self._type = group_type or ChannelGroup  # a backend's subclass, with what it adds
         self._groups: Dict[int, ChannelGroup] = {}
         self._alias: Dict[int, int] = {}
 
     def new(self, channels: int, why_not: Optional[str] = None) -> int:
         gid = len(self._alias)
         self._alias[gid] = gid
-        self._groups[gid] = ChannelGroup(int(channels), why_not=[why_not] if why_not else [])
+        self._groups[gid] = self._type(int(channels), why_not=[why_not] if why_not else [])
         return gid
 
     def root(self, gid: int) -> int:

@@ -22,7 +22,6 @@ channels, and says why — slimming refuses it rather than guessing.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.coupling import Coupling, Slice
+from ..core.slimming import ChannelGroup as _CoreGroup, ChannelGroups
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
@@ -45,58 +45,19 @@ _MERGE = {operator.add, operator.iadd, torch.add, operator.mul, operator.imul, t
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-@dataclass
-class ChannelGroup:
-    """Channels written by ``producers`` and read by ``readers`` (``(layer, features per channel)``)."""
-
-    channels: int
-    producers: List[str] = field(default_factory=list)
-    depthwise: List[str] = field(default_factory=list)
-    norms: List[str] = field(default_factory=list)
-    readers: List[Tuple[str, int]] = field(default_factory=list)
-    why_not: List[str] = field(default_factory=list)
+class ChannelGroup(_CoreGroup):
+    """A traced channel group (see :class:`nc_prune.core.slimming.ChannelGroup`), as a coupling for pruning."""
 
     @property
     def ok(self) -> bool:
         """Whether the group can lose channels: written, read, and understood everywhere."""
-        return bool(self.producers) and bool(self.readers) and not self.why_not
+        return bool(self.producers) and bool(self.readers) and not self.why_not and not self.whole
 
     def coupling(self) -> Coupling:
         slices = tuple(Slice(p, "out") for p in self.producers + self.depthwise) + tuple(
             Slice(r, "in", w) for r, w in self.readers)
         return Coupling(f"channels of {', '.join(self.producers)}", "channel", self.channels, slices,
                         tuple(self.producers + [r for r, _ in self.readers]))
-
-
-class _Groups:
-    """Union-find over group ids."""
-
-    def __init__(self) -> None:
-        self.parent: List[int] = []
-        self.info: List[ChannelGroup] = []
-
-    def new(self, channels: int) -> int:
-        self.parent.append(len(self.parent))
-        self.info.append(ChannelGroup(channels))
-        return len(self.parent) - 1
-
-    def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def union(self, a: int, b: int) -> int:
-        a, b = self.find(a), self.find(b)
-        if a == b:
-            return a
-        ia, ib = self.info[a], self.info[b]
-        if ia.channels != ib.channels:
-            ia.why_not.append(f"merged with a group of {ib.channels} channels")
-        for name in ("producers", "depthwise", "norms", "readers", "why_not"):
-            getattr(ia, name).extend(getattr(ib, name))
-        self.parent[b] = a
-        return a
 
 
 def _tensor_args(node: torch.fx.Node) -> List[torch.fx.Node]:
@@ -116,13 +77,13 @@ def channel_groups(model: nn.Module, graph: Optional[torch.fx.GraphModule] = Non
     """The channel groups of a traceable model (see the module doc); raises ``ValueError`` if it cannot be traced."""
     gm = graph if graph is not None else trace(model)
     modules = dict(gm.named_modules())
-    groups = _Groups()
+    groups = ChannelGroups(ChannelGroup)
     value: Dict[torch.fx.Node, Tuple[int, bool]] = {}  # node -> (group, flattened channel-major)
 
     def spoil(node: torch.fx.Node, why: str) -> None:
         for a in _tensor_args(node):
             if a in value:
-                groups.info[groups.find(value[a][0])].why_not.append(why)
+                groups[value[a][0]].why_not.append(why)
 
     for node in gm.graph.nodes:
         ins = [value[a] for a in _tensor_args(node) if a in value]
@@ -134,7 +95,7 @@ def channel_groups(model: nn.Module, graph: Optional[torch.fx.GraphModule] = Non
                 groups_of = getattr(m, "groups", 1)
                 if ins:
                     g, flat = ins[0]
-                    info = groups.info[groups.find(g)]
+                    info = groups[g]
                     if isinstance(m, _CONVS) and groups_of == channels_in == m.out_channels and not flat:
                         info.depthwise.append(name)  # depthwise: filter c reads channel c only
                         value[node] = (g, False)
@@ -151,10 +112,10 @@ def channel_groups(model: nn.Module, graph: Optional[torch.fx.GraphModule] = Non
                     else:
                         info.readers.append((name, 1))
                 out = groups.new(m.out_channels if isinstance(m, _CONVS) else m.out_features)
-                groups.info[out].producers.append(name)
+                groups[out].producers.append(name)
                 value[node] = (out, False)
             elif isinstance(m, _NORMS) and ins:
-                groups.info[groups.find(ins[0][0])].norms.append(str(node.target))
+                groups[ins[0][0]].norms.append(str(node.target))
                 value[node] = ins[0]
             elif isinstance(m, _PASS_MODULES) and ins:
                 value[node] = ins[0]
@@ -170,11 +131,15 @@ def channel_groups(model: nn.Module, graph: Optional[torch.fx.GraphModule] = Non
             if fn in _PASS_FUNCTIONS and ins:
                 value[node] = ins[0]
             elif fn in _MERGE and ins:
+                if len(ins) < len(_tensor_args(node)):  # x + conv(x) with x the input, x * a parameter
+                    spoil(node, f"{node.name} ({getattr(fn, '__name__', fn)}) combines the channels with a tensor "
+                                f"they are not traced through (the model's input, a parameter or a buffer), "
+                                f"whose width cannot follow")
                 g = ins[0][0]
                 for other in ins[1:]:
                     if other[1] != ins[0][1]:
                         spoil(node, "an addition of a flattened and an unflattened tensor")
-                    g = groups.union(g, other[0])
+                    g = groups.merge(g, other[0])
                 value[node] = (g, ins[0][1])
             elif fn is torch.flatten and ins:
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
@@ -203,8 +168,7 @@ def channel_groups(model: nn.Module, graph: Optional[torch.fx.GraphModule] = Non
                 spoil(node, f".{node.target}() is not understood")
         elif node.op == "output":
             spoil(node, "it is the model's output")
-    roots = sorted({groups.find(g) for g in range(len(groups.parent))})
-    return [groups.info[r] for r in roots]
+    return groups.all()
 
 
 def _spatial(node: torch.fx.Node) -> bool:

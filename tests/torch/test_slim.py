@@ -222,6 +222,27 @@ def test_channels_behind_an_operation_it_does_not_understand_are_refused_and_not
     assert model.a.weight.shape == (16, 8) and model.b.weight.shape == (4, 16)
 
 
+def test_a_residual_with_the_models_input_is_refused_not_cut_into_a_broken_model():
+    # before: c1 lost channel 1 and the model then failed in forward (4 input channels + 3 from c1)
+    class InputResidual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.c2(x + self.c1(x))
+
+    model = InputResidual()
+    with torch.no_grad():
+        model.c2.weight[:, 1] = 0
+    x = torch.randn(1, 4, 5, 5)
+    before = logits_of(model, x)
+    with pytest.raises(SlimError, match=r"channels \[1\] of c1 .* cannot be removed safely: add \(add\) combines "
+                                        r"the channels with a tensor they are not traced through"):
+        model_slim(model)
+    assert model.c1.weight.shape == (4, 4, 3, 3) and torch.equal(logits_of(model, x), before)
+
+
 def test_a_plain_linear_chain_loses_channels_too():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.GELU(), nn.Linear(16, 4))
