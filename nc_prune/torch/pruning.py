@@ -42,6 +42,19 @@ from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords,
 _LIVE: "weakref.WeakKeyDictionary[nn.Module, weakref.ReferenceType]" = weakref.WeakKeyDictionary()
 
 
+def inner_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer inside a framework's wrapper — Accelerate's ``AcceleratedOptimizer`` (``.optimizer``),
+    Lightning's ``LightningOptimizer`` (``._optimizer``) — else ``optimizer``. The wrappers subclass
+    ``torch.optim.Optimizer`` without its step hooks; the inner optimizer's ``step()`` is the one that runs them."""
+    for _ in range(8):  # wrappers of wrappers, but never a cycle
+        inner = next((getattr(optimizer, a) for a in ("optimizer", "_optimizer")
+                      if isinstance(getattr(optimizer, a, None), torch.optim.Optimizer)), None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
+    return optimizer
+
+
 def live_pruning(model: nn.Module) -> Optional["TorchPruning"]:
     """The :class:`TorchPruning` currently attached to ``model`` (or to the model it wraps), else None."""
     ref = _LIVE.get(unwrap(model))
@@ -136,7 +149,7 @@ class TorchPruning:
         snapshot = _Snapshot(root)
         self._module_handles: List[Any] = []
         self._optimizer_handles: List[Any] = []
-        self.optimizer = optimizer
+        self.optimizer = optimizer = inner_optimizer(optimizer)
         try:
             found: Dict[str, List[Any]] = {}
 
@@ -440,7 +453,9 @@ def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Op
             names are the inner model's); its Linear, Conv1d/2d/3d and transformers ``Conv1D`` weights are
             candidates. Frozen weights and weights shared with another module are left out unless named exactly.
         config: a :class:`~nc_prune.WeightPruningConfig` (or a dict of its keys).
-        optimizer: training-time pruning follows this optimizer's steps through its step hooks.
+        optimizer: training-time pruning follows this optimizer's steps through its step hooks. A framework's
+            wrapper (Accelerate's ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``) is looked through:
+            the hooks go on the torch optimizer inside it.
         dataloader: one-shot pruning now, with scores from these batches for gradient criteria, or with these
             calibration batches for ``sparse_gpt`` and ``wanda``.
         loss_func: ``loss_func(output, target)`` for one-shot gradient scores.
