@@ -16,7 +16,7 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
   echo "[nc_prune] installing torch==2.13.0 (CPU), tensorflow-cpu, jax[cpu] and nc_prune[dev] into $VENV" >&2
   python -m pip install -q --upgrade pip >/dev/null
   # torch is pinned exactly: a looser pin pulls gigabytes of CUDA packages.
-  python -m pip install -q "torch==2.13.0" "tensorflow-cpu" "jax[cpu]" -e "$ROOT[dev,plot]"
+  python -m pip install -q "torch==2.13.0" "tensorflow-cpu" "jax[cpu]" -e "$ROOT[dev,plot,integrations]"
   touch "$STAMP"
 fi
 export PYTHONHASHSEED=0
