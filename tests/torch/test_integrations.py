@@ -356,3 +356,19 @@ def test_lightning_refuses_one_shot_configs():
     from nc_prune.torch.integrations import LightningPruningCallback
     with pytest.raises(ConfigError, match="pruning_type='wanda'.*LightningPruningCallback"):
         LightningPruningCallback(WeightPruningConfig(pruning_type="wanda", pattern="2:4", target_sparsity=0.5))
+
+
+def test_hf_model_init_is_refused_naming_the_fix(tmp_path):
+    trainer = Trainer(model_init=tiny_bert, args=hf_args(tmp_path), train_dataset=tiny_data(),
+                      callbacks=[HFPruningCallback(WeightPruningConfig(**CONFIG))])
+    with pytest.raises(PruningStateError, match=r"model_init=.*pass Trainer\(model=\.\.\.\)"):
+        trainer.train()
+
+
+def test_hf_model_already_pruned_by_prepare_pruning_is_refused(tmp_path):
+    from nc_prune.torch import prepare_pruning
+    model = tiny_bert()
+    pruning = prepare_pruning(model, WeightPruningConfig(**CONFIG))  # noqa: F841  (kept alive: it is live)
+    with pytest.raises(PruningStateError, match="already being pruned.*drop the prepare_pruning call"):
+        Trainer(model=model, args=hf_args(tmp_path), train_dataset=tiny_data(),
+                callbacks=[HFPruningCallback(WeightPruningConfig(**CONFIG))])

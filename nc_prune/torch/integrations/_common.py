@@ -39,9 +39,10 @@ def refuse_one_shot(config, owner: str) -> None:
 class PruningDriver:
     """One model's pruning for a framework callback named ``owner``."""
 
-    def __init__(self, config, owner: str) -> None:
+    def __init__(self, config, owner: str, another_model_hint: str = "") -> None:
         self.config = as_config(config)
         self.owner = owner
+        self._another_model_hint = another_model_hint
         refuse_one_shot(self.config, owner)
         self._model: Optional[weakref.ReferenceType] = None
         self._bound_early = False
@@ -61,7 +62,7 @@ class PruningDriver:
                     f"this {self.owner} already prunes another model"
                     + (f" ({type(bound).__name__} at {id(bound):#x})" if bound is not None else "")
                     + f"; one callback holds one model's pruning state (its masks and step). Create a new "
-                    f"{self.owner}(config) for each model you train"
+                    f"{self.owner}(config) for each model you train{self._another_model_hint}"
                 )
             return root
         if live_pruning(root) is not None:

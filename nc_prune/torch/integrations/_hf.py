@@ -39,7 +39,9 @@ class HFPruningCallback(TrainerCallback):
     """
 
     def __init__(self, config) -> None:
-        self._driver = PruningDriver(config, "HFPruningCallback")
+        self._driver = PruningDriver(config, "HFPruningCallback", another_model_hint=(
+            ". Trainer(model_init=...) builds a new model at every train(), which one callback cannot follow: "
+            "build the model yourself and pass Trainer(model=...)"))
 
     @property
     def config(self):
@@ -50,7 +52,7 @@ class HFPruningCallback(TrainerCallback):
         return self._driver.pruning
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
-        if model is not None:  # Trainer(model_init=...) has none yet: it is bound at on_train_begin
+        if model is not None:
             self._driver.bind(model, early=True)
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
