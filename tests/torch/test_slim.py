@@ -185,8 +185,12 @@ def test_conv_channels_go_with_batchnorm_residuals_depthwise_and_readers(make, x
     assert pruning.pruners[0].couplings  # filters are coupled with their readers
     masked = logits_of(model, x)
     before = sum(p.numel() for p in model.parameters())
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    head_shape = tuple(head.weight.shape)
     report = model_slim(model)
     assert report.removed["channels"] > 0 and report.params_after < before
+    # the classifier head reads the last channels: it loses their input columns, never an output
+    assert head.out_features == head_shape[0] and head.in_features < head_shape[1]
     torch.testing.assert_close(logits_of(model, x), masked, atol=1e-5, rtol=1e-4)
     fresh = make().eval()
     from nc_prune.torch import load_slimmed_state
