@@ -488,6 +488,87 @@ def oneshot_section(res: Dict, out: List[str], targets: List[List[str]], notes: 
                     ", ".join(f"{r['method']} x{r['extra_ratio']:.2f}" for r in top), "—"])
 
 
+SLIM_TARGET = "Slimming: ≥ 1.3x faster than dense at 25–30 % of the prunable parameters removed"
+SLIM_TP_TARGET = "Slimmed models no slower than Torch-Pruning's of the same model (time ratio ≤ 1.05, noise)"
+SLIM_NAMES = {"bert": "BERT-base-shaped encoder", "llama": "Llama-style decoder (GQA)", "resnet50": "ResNet-50"}
+
+
+def _case(r: Dict) -> str:
+    return f"{r['kind']} {100 * r['fraction']:.0f} %"
+
+
+def slim_plot(rows: List[Dict], run: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = list(range(len(rows)))
+    ax.bar([i - 0.2 for i in x], [r["speedup"]["nc_prune"] for r in rows], 0.4, label="nc_prune model_slim")
+    if any("torch_pruning" in r["speedup"] for r in rows):
+        ax.bar([i + 0.2 for i in x], [r["speedup"].get("torch_pruning", 0) for r in rows], 0.4,
+               label="Torch-Pruning", color="tab:gray")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.axhline(1.3, color="tab:red", lw=0.8, ls="--", label="1.3x")
+    ax.set_xticks(x, [f"{_case(r)}\n({100 * r['removed_share']['nc_prune']:.0f} % params)" for r in rows], fontsize=8)
+    ax.set_ylabel("dense time / slimmed time")
+    ax.set_title(f"Forward latency after slimming, CPU ({run} run)")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, "bench_slim_speed.png")
+
+
+def slim_section(res: Dict, out: List[str], targets: List[List[str]]) -> None:
+    b = _bench(res, "slim_speed")
+    out += ["## Structured pruning: real speed after slimming", ""]
+    if not b or not b["results"]:
+        out += [f"Not measured: {_failed(res, 'slim_speed')}.", ""]
+        targets.append([SLIM_TARGET, "not measured", "—"])
+        return
+    rows = b["results"]
+    tp = res.get("tp", {})
+    out += [
+        "Each model (random weights, eval mode, float32) loses the same share of its attention heads (Llama:",
+        "whole KV groups with their query heads) and FFN channels in every layer — or of every convolution's",
+        "channels, the residual ones included — by magnitude, one-shot (`pruning_scope=\"local\"`), and",
+        "`model_slim` cuts them out; the slimmed model's output is checked against the masked model's.",
+        "Torch-Pruning removes the same share from the same dense weights in its own environment",
+        "(`benchmarks/tp_driver.py` says how). Then dense, nc_prune's and Torch-Pruning's models are timed in",
+        "one process on the same batch, in interleaved rounds; the table shows the median ratios. Prunable",
+        "parameters: the Linear layers of a transformers model (embeddings and norms keep the hidden size),",
+        "every parameter of the CNN.", ""]
+    if not tp.get("python"):
+        out += [f"Torch-Pruning was not part of this run: {tp.get('skipped') or 'no environment given'}.", ""]
+    out += ["| model | removed | prunable params | share removed | all params | speedup (nc_prune) | "
+            "speedup (Torch-Pruning) | nc_prune time / TP's | max output difference | rounds |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        bp, ap = r["block_params"], r["params"]
+        removed = ", ".join(f"{v} {k}" for k, v in sorted(r["removed"].items()))
+        tps = r["speedup"].get("torch_pruning")
+        shape = (f"{r['layers']} layers" if r["kind"] != "resnet50" else "3-4-6-3 blocks") + \
+            (f", width x{r['scale']:g}" if r["scale"] != 1 else "") + \
+            (f", batch {r['batch']} x {r['size']} tokens" if r["kind"] != "resnet50"
+             else f", batch {r['batch']} x {r['size']}²")
+        out.append(f"| {SLIM_NAMES.get(r['kind'], r['kind'])} ({shape}) at {100 * r['fraction']:.0f} % | {removed} | "
+                   f"{bp['dense'] / 1e6:.1f}M → {bp['nc_prune'] / 1e6:.1f}M | "
+                   f"{100 * r['removed_share']['nc_prune']:.1f} % | {ap['dense'] / 1e6:.1f}M → {ap['nc_prune'] / 1e6:.1f}M | "
+                   f"**x{r['speedup']['nc_prune']:.2f}** | " + (f"x{tps:.2f}" if tps else "—") + " | "
+                   + (f"x{r['nc_over_tp']:.2f}" if "nc_over_tp" in r else "—")
+                   + f" | {r['output_diff']:.1e} | {r['rounds']} |")
+    out += ["", "![speed after slimming](img/bench_slim_speed.png)", ""]
+    near = [r for r in rows if 0.2 <= r["removed_share"]["nc_prune"] <= 0.35]
+    if near:
+        targets.append([SLIM_TARGET, "; ".join(f"{_case(r)} ({100 * r['removed_share']['nc_prune']:.0f} % removed) "
+                                               f"x{r['speedup']['nc_prune']:.2f}" for r in near),
+                        _ok(all(r["speedup"]["nc_prune"] >= 1.3 for r in near))])
+    vs = [r for r in rows if "nc_over_tp" in r]
+    if vs:
+        targets.append([SLIM_TP_TARGET, "; ".join(f"{_case(r)} x{r['nc_over_tp']:.2f}" for r in vs),
+                        _ok(all(r["nc_over_tp"] <= 1.05 for r in vs))])
+
+
 def reproduce(res: Dict, out: List[str]) -> None:
     out += ["## Reproduce", "",
             "Everything above comes from one command; `--quick` runs smaller sizes in a few minutes:", "",
@@ -497,7 +578,8 @@ def reproduce(res: Dict, out: List[str]) -> None:
             "It sources `scripts/env.sh` (the project's `.venv`), builds INC 2.6 apart in `benchmarks/.envs/inc`",
             "(`scripts/inc_env.sh`: `torch==2.13.0 neural-compressor==2.6 numpy<2 setuptools<81 six transformers<5`),",
             "llm-compressor in `benchmarks/.envs/llmc` (`benchmarks/oneshot_refs/envs.sh`: `torch==2.13.0",
-            "llmcompressor==0.14.0.1 compressed-tensors==0.19.0 transformers==5.17.0`), lets",
+            "llmcompressor==0.14.0.1 compressed-tensors==0.19.0 transformers==5.17.0`), Torch-Pruning in",
+            "`benchmarks/.envs/tp` (`benchmarks/tp_env.sh`: `torch==2.13.0 torch-pruning==1.6.1 transformers==5.24.0`), lets",
             "`keras_vs_tfmot.py` build tfmot in `benchmarks/.envs/tfmot`, skips a reference that cannot be",
             "installed, runs each benchmark in its own process and writes `benchmarks/results/<run>.json`,",
             "this page and its plots. The commands of this run:", "", "```bash"]
@@ -526,6 +608,7 @@ def write(path: str) -> str:
     torch_prune_section(res, body)
     keras_section(res, body, targets)
     oneshot_section(res, body, targets, notes)
+    slim_section(res, body, targets)
     reproduce(res, body)
     if notes:
         body += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -541,6 +624,8 @@ def write(path: str) -> str:
         oneshot_quality_plot(_bench(res, "oneshot_quality")["results"][-1], res["run"])
     if _bench(res, "oneshot_scale") and _bench(res, "oneshot_scale")["results"]:
         oneshot_scale_plot(_bench(res, "oneshot_scale")["results"], res["run"])
+    if _bench(res, "slim_speed") and _bench(res, "slim_speed")["results"]:
+        slim_plot(_bench(res, "slim_speed")["results"], res["run"])
     page = os.path.join(DOCS, "benchmarks.md")
     with open(page, "w") as f:
         f.write("\n".join(out).rstrip() + "\n")

@@ -8,7 +8,8 @@
 #
 # The project's environment comes from scripts/env.sh (.venv). The reference environments live apart in
 # benchmarks/.envs: INC 2.6 (numpy<2, setuptools<81) from scripts/inc_env.sh, llm-compressor from
-# benchmarks/oneshot_refs/envs.sh, and tfmot (Keras 2 via tf_keras), which benchmarks/keras_vs_tfmot.py
+# benchmarks/oneshot_refs/envs.sh, Torch-Pruning from benchmarks/tp_env.sh, and tfmot (Keras 2 via tf_keras),
+# which benchmarks/keras_vs_tfmot.py
 # creates itself. A reference that cannot be installed is
 # skipped and the results say why. Results: benchmarks/results/{quick,full}.json, docs/benchmarks.md,
 # docs/img/bench_*.png; logs in benchmarks/out/logs.
@@ -40,6 +41,15 @@ else
   REASON="llm-compressor environment could not be built or imported: $(tail -n 1 "$LLMC_LOG")"
   echo "[bench] skipping llm-compressor: $REASON" >&2
   INC_ARGS+=(--llmc-skipped "$REASON")
+fi
+
+TP_LOG="$ROOT/benchmarks/out/tp_env.log"
+if TP_PY="$(bash "$ROOT/benchmarks/tp_env.sh" 2>"$TP_LOG")" && "$TP_PY" -c "import torch_pruning" 2>>"$TP_LOG"; then
+  INC_ARGS+=(--tp-python "$TP_PY")
+else
+  REASON="Torch-Pruning environment could not be built or imported: $(tail -n 1 "$TP_LOG")"
+  echo "[bench] skipping Torch-Pruning: $REASON" >&2
+  INC_ARGS+=(--tp-skipped "$REASON")
 fi
 
 python "$ROOT/benchmarks/run_all.py" "${INC_ARGS[@]}" "$@"

@@ -12,7 +12,8 @@
 * ``keras_vs_tfmot.py`` — Keras callback vs tfmot (if present; it builds its own environment);
 * ``oneshot_scale.py`` — one-shot time and memory per method as a decoder grows (3 widths);
 * ``oneshot_quality.py`` — held-out perplexity of the shipped language model after one-shot pruning, per
-  method, beside INC 2.6's and llm-compressor's (when their environments are given).
+  method, beside INC 2.6's and llm-compressor's (when their environments are given);
+* ``slim_speed.py`` — latency and size of dense vs slimmed BERT, Llama and ResNet-50, beside Torch-Pruning's.
 
 ``--merge`` keeps the other benchmarks' results of an earlier run of the same size and replaces only the
 ones run now (with ``--only``), so one benchmark can be rerun without the rest.
@@ -46,16 +47,19 @@ SIZES = {"quick": {"global": ["--layers", "48", "--sizes", "128,256,512", "--rep
                    "torch_prune": ["--layers", "8", "--width", "1024"],
                    "keras": ["--seeds", "1", "--epochs", "8", "--skip-large"],
                    "oneshot_scale": ["--sizes", "128,256,512", "--samples", "16"],
-                   "oneshot_quality": ["--seeds", "0", "--samples", "32"]},
+                   "oneshot_quality": ["--seeds", "0", "--samples", "32"],
+                   "slim": ["--quick"]},
          "full": {"global": ["--layers", "48", "--sizes", "256,512,1024", "--repeat", "3"],
                   "3b": ["--layers", "180"],
                   "train": ["--rounds", "21", "--steps", "10"],
                   "torch_prune": [],
                   "keras": ["--seeds", "1"],
                   "oneshot_scale": ["--sizes", "256,512,1024"],
-                  "oneshot_quality": []}}
+                  "oneshot_quality": [],
+                  "slim": []}}
 NAMES = {"global": "global_masks", "3b": "mask_3b", "train": "train_overhead", "torch_prune": "torch_prune_global",
-         "keras": "keras_vs_tfmot", "oneshot_scale": "oneshot_scale", "oneshot_quality": "oneshot_quality"}
+         "keras": "keras_vs_tfmot", "oneshot_scale": "oneshot_scale", "oneshot_quality": "oneshot_quality",
+         "slim": "slim_speed"}
 
 
 def _rel(path: str) -> str:
@@ -92,6 +96,8 @@ def main() -> None:
     parser.add_argument("--inc-skipped", default=None, help="why INC is not available (recorded in the docs)")
     parser.add_argument("--llmc-python", default=None, help="python of the llm-compressor environment")
     parser.add_argument("--llmc-skipped", default=None, help="why llm-compressor is not available")
+    parser.add_argument("--tp-python", default=None, help="python of the Torch-Pruning environment")
+    parser.add_argument("--tp-skipped", default=None, help="why Torch-Pruning is not available")
     parser.add_argument("--skip", default="", help="comma-separated of: " + ",".join(NAMES))
     parser.add_argument("--only", default="", help="comma-separated: run these alone")
     parser.add_argument("--merge", action="store_true", help="keep the other results of the last run of this size")
@@ -117,6 +123,9 @@ def main() -> None:
                      "llmc": {"python": _rel(args.llmc_python) if args.llmc_python else None,
                               "skipped": None if args.llmc_python else (args.llmc_skipped or
                                                                         "no llm-compressor environment")},
+                     "tp": {"python": _rel(args.tp_python) if args.tp_python else None,
+                            "skipped": None if args.tp_python else (args.tp_skipped or
+                                                                    "no Torch-Pruning environment")},
                      "benchmarks": {}}
     try:
         import torch
@@ -150,12 +159,20 @@ def main() -> None:
             cmd += [f"--{env}-python", given] if given else ["--skipped", f"{env}={why}"]
         plan.append(("oneshot_quality", cmd))
 
+    if "slim" not in skip:
+        cmd = [py, os.path.join(HERE, "slim_speed.py"), *sizes["slim"]]
+        cmd += ["--tp-python", args.tp_python] if args.tp_python else ["--tp-skipped", results["tp"]["skipped"]]
+        plan.append(("slim_speed", cmd))
+
     path = os.path.join(HERE, "results", f"{run}.json")
     if args.merge and os.path.exists(path):
         with open(path) as f:
             earlier = json.load(f)
         kept = {k: v for k, v in earlier["benchmarks"].items() if k not in {name for name, _ in plan}}
         results["benchmarks"].update(kept)
+        for env in ("inc", "llmc", "tp"):  # a reference not given now keeps the record of the run whose results stay
+            if not results[env]["python"] and env in earlier:
+                results[env] = earlier[env]
         results["merged"] = {"from": earlier.get("date"), "kept": sorted(kept),
                              "earlier_merges": earlier.get("merged")}
 

@@ -205,3 +205,45 @@ def test_report_renders_the_one_shot_section_with_its_verdicts(tmp_path, monkeyp
     assert "| 50% | INC sparse_gpt | 28.000 | 27.900–28.100 | +1.000 | 0.33 | 10.0 s | 200 MiB | 50.00 % | 99.00 % |" in page
     assert (tmp_path / "img" / "bench_oneshot_quality.png").stat().st_size > 0
     assert (tmp_path / "img" / "bench_oneshot_scale.png").stat().st_size > 0
+
+
+def test_slim_speed_case_removes_exactly_the_share_and_keeps_the_outputs():
+    pytest.importorskip("transformers")
+    slim = importlib.import_module("slim_speed")
+    r = slim.run_case("bert", 0.25, "quick", rounds=1, tp_python=None, work="unused", skipped="no env")
+    # 2 layers of 12 heads and 1536 FFN channels: 3 heads and 384 channels go from each
+    assert r["removed"] == {"heads": 6, "channels": 768}
+    # per layer: q, k, v lose 96 rows (3 heads of 32) with their biases, o 96 columns; the FFN's first Linear
+    # 384 rows with their biases, the second 384 columns (the biases of the layers writing the hidden size stay)
+    per_layer = 3 * (96 * 384 + 96) + 384 * 96 + (384 * 384 + 384) + 384 * 384
+    assert r["block_params"]["dense"] - r["block_params"]["nc_prune"] == 2 * per_layer
+    assert r["output_diff"] < 1e-4 and r["tp"] is None and r["tp_skipped"] == "no env"
+    assert set(r["seconds"]) == {"dense", "nc_prune"} and r["speedup"]["nc_prune"] > 0
+
+
+def test_report_renders_the_slimming_section_with_its_verdicts(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    report = importlib.import_module("report")
+    monkeypatch.setattr(report, "DOCS", str(tmp_path))
+    monkeypatch.setattr(report, "IMG", str(tmp_path / "img"))
+
+    def row(kind, fraction, share, ours, tp):
+        return {"kind": kind, "fraction": fraction, "layers": 12, "scale": 1.0, "batch": 8, "size": 128,
+                "rounds": 15, "removed": {"heads": 36, "channels": 9216}, "output_diff": 1e-6,
+                "params": {"dense": 100e6, "nc_prune": 80e6}, "block_params": {"dense": 80e6, "nc_prune": 80e6 * (1 - share)},
+                "removed_share": {"nc_prune": share, "torch_pruning": share},
+                "speedup": {"nc_prune": ours, "torch_pruning": tp}, "nc_over_tp": tp / ours}
+    bench = {"returncode": 0, "command": "python x.py", "seconds": 1.0, "stdout": [], "log": "x.log"}
+    res = {"run": "quick", "date": "today", "command": "bash benchmarks/run.sh --quick",
+           "machine": {"cpu": "cpu", "cores": "2", "ram_gib": "24", "python": "3", "numpy": "2"},
+           "inc": {"python": None, "skipped": "no"}, "tp": {"python": "tp/bin/python", "skipped": None},
+           "benchmarks": {"slim_speed": dict(bench, results=[row("bert", 0.25, 0.25, 1.35, 1.30),
+                                                             row("llama", 0.5, 0.5, 1.8, 2.0)])}}
+    path = tmp_path / "quick.json"
+    path.write_text(json.dumps(res))
+    page = Path(report.write(str(path))).read_text()
+    assert f"| {report.SLIM_TARGET} | bert 25 % (25 % removed) x1.35 | **yes** |" in page
+    assert f"| {report.SLIM_TP_TARGET} | bert 25 % x0.96; llama 50 % x1.11 | **no** |" in page
+    assert "| BERT-base-shaped encoder (12 layers, batch 8 x 128 tokens) at 25 % | 9216 channels, 36 heads | " \
+           "80.0M → 60.0M | 25.0 % | 100.0M → 80.0M | **x1.35** | x1.30 | x0.96 | 1.0e-06 | 15 |" in page
+    assert (tmp_path / "img" / "bench_slim_speed.png").stat().st_size > 0
