@@ -22,6 +22,10 @@ EXPECTED = {
                                "total                  99,456  49,152    49.42%"],
     "custom_pruner_pattern.py": ["conv2  16x8x3x3   1,152    576    50.00%  kernel", "LAMP pruned fc1",
                                  "Keras: the same masks, bit for bit"],
+    "hf_trainer_pruning.py": ["total                                                69,760  34,816    49.91%",
+                              "pruning step 40 = Trainer global_step 40",
+                              "the same weights, masks and step bit for bit: True",
+                              "saved and reloaded with from_pretrained: 34,816 zeros"],
 }
 
 
