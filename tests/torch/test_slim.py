@@ -259,3 +259,18 @@ def test_a_plain_linear_chain_loses_channels_too():
     assert [(r.before, r.after) for r in report.removals] == [(32, 16), (16, 8)]
     assert [m.weight.shape for m in model if isinstance(m, nn.Linear)] == [(16, 8), (8, 16), (4, 8)]
     torch.testing.assert_close(logits_of(model, x), masked)
+
+
+def test_channels_zeroed_by_a_prune_impl_parametrization_are_removed_too():
+    from nc_prune.torch.prune_impl import ChannelStructured, MagnitudePruneImpl, attach_prune_impl
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.GELU(), nn.Linear(16, 4))
+    attach_prune_impl(model, MagnitudePruneImpl.with_args(target_sparsity=0.25, pruning_scheme=ChannelStructured(axis=1)),
+                      op_names=["^2$"])  # 8 of the 32 input columns of the middle Linear
+    x = torch.randn(5, 8)
+    masked = logits_of(model, x)  # the parametrization's first forward computes the mask
+    report = model_slim(model)
+    assert report.removed == {"channels": 8}
+    assert [tuple(m.weight.shape) for m in model if isinstance(m, nn.Linear)] == [(24, 8), (16, 24), (4, 16)]
+    assert not torch.nn.utils.parametrize.is_parametrized(model[2])  # baked in and gone
+    torch.testing.assert_close(logits_of(model, x), masked)
