@@ -2,7 +2,7 @@
 
 from .config import DEFAULTS, WeightPruningConfig, parse_pattern, resolve_pruning_type
 from .errors import (ConfigError, ConfigTypeError, NcPruneError, NoPrunableLayerError, PatternShapeError,
-                     PruningStateError, RegistryError)
+                     PruningStateError, RegistryError, SavedModelError)
 from .registry import (CRITERIA, PATTERNS, PRUNERS, REGULARIZERS, SCHEDULERS, SPARSITY_DECAYS, Registry,
                        register_criterion, register_pattern, register_pruner, register_reg, register_scheduler,
                        register_sparsity_decay)
@@ -20,7 +20,7 @@ from .session import PruningSession, compose_pruner_class
 __all__ = [
     "DEFAULTS", "WeightPruningConfig", "parse_pattern", "resolve_pruning_type",
     "ConfigError", "ConfigTypeError", "NcPruneError", "NoPrunableLayerError", "PatternShapeError",
-    "PruningStateError", "RegistryError",
+    "PruningStateError", "RegistryError", "SavedModelError",
     "CRITERIA", "PATTERNS", "PRUNERS", "REGULARIZERS", "SCHEDULERS", "SPARSITY_DECAYS", "Registry",
     "register_criterion", "register_pattern", "register_pruner", "register_reg", "register_scheduler",
     "register_sparsity_decay",

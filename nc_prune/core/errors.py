@@ -44,6 +44,10 @@ class PruningStateError(NcPruneError, RuntimeError):
     """The pruning object was used out of order (for example a callback after ``remove()``)."""
 
 
+class SavedModelError(NcPruneError, ValueError):
+    """A saved pruned-model directory is missing a file, does not fit the model, or was not written by nc_prune."""
+
+
 def warn_user(message: str, category: type = UserWarning) -> None:
     """``warnings.warn`` attributed to the first caller outside nc_prune, however deep the engine is.
 

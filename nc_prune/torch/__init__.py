@@ -5,6 +5,7 @@ from .layers import TorchTarget, find_targets
 from .pruner import PytorchBasePruner
 from .pruning import TorchPruning, prepare_pruning, sparsity_report, strip
 from .compression import CompressionManager, prepare_compression
+from .saving import load_pruned, read_pruned, save_pruned, saved_report
 from .slim import SlimError, SlimReport, load_slimmed, load_slimmed_state, model_slim, slim
 from . import prune  # noqa: E402  (drop-in for torch.nn.utils.prune)
 from .prune_impl import (BlockStructured, ChannelStructured, ConstantSparsitySchedule, MagnitudePruneImpl,
@@ -17,4 +18,4 @@ __all__ = ["PytorchBasePruner", "TorchPruning", "TorchTarget", "find_targets", "
            "PruneImplBase", "MagnitudePruneImpl", "PruningScheme", "Unstructured", "ChannelStructured",
            "BlockStructured", "NMStructured", "SparsityScheduleBase", "ConstantSparsitySchedule",
            "PolynomialDecaySchedule", "attach_prune_impl", "update_model_sparsity", "finalize_prune_impl",
-           "prune_impls"]
+           "prune_impls", "save_pruned", "load_pruned", "read_pruned", "saved_report"]
