@@ -129,7 +129,7 @@ def _mid_pruning_note(framework: str, step: Optional[int]) -> str:
 def _torch_report(path: str, unsafe: bool) -> Tuple[SparsityReport, List[str]]:
     import torch
     from .torch import sparsity_report
-    from .torch.layers import MASK_SUFFIX, SCORE_SUFFIX, STEP_BUFFER
+    from .torch.layers import STEP_BUFFER
     _require_zip(path, "torch checkpoint", "torch.save writes zip archives")
     damage = _zip_damage(path, PICKLE_RECORD)  # before unpickling: a damaged pickle can still load, as garbage
     if damage:
@@ -150,6 +150,12 @@ def _torch_report(path: str, unsafe: bool) -> Tuple[SparsityReport, List[str]]:
         step = state.get(STEP_BUFFER)
         return planned, ["state_dict of a model being pruned: its prunable layers, as its pruning record lists them",
                          _mid_pruning_note("torch", None if step is None else int(step))]
+    return _weights_report(state, path)
+
+
+def _weights_report(state: Mapping[str, Any], path: str) -> Tuple[SparsityReport, List[str]]:
+    """The report of a state dict without a pruning record: every ``*weight`` tensor of 2 or more dimensions."""
+    from .torch.layers import MASK_SUFFIX, SCORE_SUFFIX, STEP_BUFFER
     notes = [f"state_dict: every '*weight' tensor with 2 or more dimensions ({len(state)} tensors in the file)"]
     if STEP_BUFFER in state:
         notes.append(_mid_pruning_note("torch", int(state[STEP_BUFFER])))
@@ -260,8 +266,61 @@ def _import_user_module(name: str, option: str) -> Any:
         raise CliError(f"{option}: importing {name!r} failed: {type(exc).__name__}: {exc}") from None
 
 
+def _directory_report(path: str) -> Tuple[SparsityReport, List[str], Optional[Dict[str, Any]]]:
+    """The report of a directory: what save_pruned wrote (nc_prune.json and safetensors), else the safetensors
+    weights of any directory (save_pretrained's). Nothing in it is unpickled; pickle files are refused."""
+    names = sorted(os.listdir(path))
+    tensors = [n for n in names if n.endswith(".safetensors")]
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("safetensors") is None:
+        raise CliError("reading a saved directory needs torch and safetensors; pip install torch safetensors")
+    from .torch.saving import PICKLE_SUFFIXES, RECORD_FILE, saved_report
+    if RECORD_FILE in names:
+        report, meta = saved_report(path)
+        what = (f"saved by nc_prune {meta.get('nc_prune_version')} save_pruned ({meta.get('model_class')}, "
+                f"{meta.get('storage')} storage in {', '.join(meta.get('weights', []))}"
+                + ("" if meta.get("step") is None else f", at pruning step {meta['step']}") + ")")
+        notes = [what]
+        stored = meta.get("bitmask")
+        if stored:
+            notes.append(f"bitmask storage: {stored['stored_bytes']:,} bytes of tensors where dense would take "
+                         f"{stored['dense_bytes']:,} ({stored['saved_bytes']:,} saved, "
+                         f"{stored['saved_bytes'] / stored['dense_bytes']:.1%})")
+        differ = [f"{e['name']} ({report[e['name']].zeros:,} zeros in the weights, {e['zeros']:,} recorded)"
+                  for e in meta.get("layers", []) if report[e["name"]].zeros != e["zeros"]]
+        if differ:
+            notes.append(f"weights changed since saving: {', '.join(differ)}")
+        return report, notes, meta
+    if not tensors:
+        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise CliError(f"{path} holds no {RECORD_FILE} and no .safetensors file, only pickle files "
+                           f"({', '.join(pickles[:4])}); report does not unpickle a directory's files: pass the "
+                           f"file itself (nc-prune report {os.path.join(path, pickles[0])}, which reads tensors "
+                           f"only), or save the model with nc_prune.torch.save_pruned(model, DIR)")
+        raise CliError(f"{path}: no {RECORD_FILE} and no .safetensors weights in it; give a directory "
+                       f"nc_prune.torch.save_pruned or save_pretrained wrote, or a checkpoint file")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    state: Dict[str, Any] = {}
+    for name in tensors:
+        try:
+            state.update(load_file(os.path.join(path, name)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CliError(f"{os.path.join(path, name)} is not a readable safetensors file ({_reason(exc)})") from None
+    report, notes = _weights_report(state, os.path.join(path, tensors[0]))
+    return report, [f"safetensors weights without an {RECORD_FILE} ({', '.join(tensors)})"] + notes[1:], None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     path = args.checkpoint
+    if os.path.isdir(path):
+        report, notes, meta = _directory_report(path)
+        if args.json:
+            print(json.dumps(dict(report.to_dict(), **({"saved": meta} if meta else {})), indent=2))
+        else:
+            print(f"{path}: " + "; ".join(notes))
+            print(report)
+        return 0
     if not os.path.isfile(path):
         raise CliError(f"no such file: {path}")
     if not path.endswith((".keras",) + TORCH_SUFFIXES):
@@ -493,8 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="sparsity table of a saved torch or Keras model",
                             description="Print the per-layer sparsity of a checkpoint: a torch state_dict or "
-                                        "model (.pt, .pth, .bin, .ckpt) or a Keras model (.keras).")
-    report.add_argument("checkpoint", metavar="CHECKPOINT", help="the file to read")
+                                        "model (.pt, .pth, .bin, .ckpt), a Keras model (.keras), or a directory "
+                                        "nc_prune.torch.save_pruned wrote (nc_prune.json and safetensors, "
+                                        "read without unpickling).")
+    report.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="the file to read, or a directory save_pruned (or save_pretrained) wrote")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--unsafe-load", action="store_true",
                         help="allow torch files holding pickled objects (runs code from the file: trusted files only)")
