@@ -1,8 +1,9 @@
-"""A minimal progress bar for long work (demo training, one-shot pruning over blocks).
+"""Progress bars for long work (demo training, one-shot pruning over blocks), drawn by ``tqdm``.
 
-It draws on standard error only when that is a terminal, so logs, pipes and CI output stay clean. It is
-also silent when ``enabled=False`` is passed or the environment sets ``NC_PRUNE_PROGRESS=0``; with
-``NC_PRUNE_PROGRESS=1`` it draws even when standard error is not a terminal.
+This module is the one place nc_prune builds a bar; ``tqdm`` draws it. It draws on standard error only when
+that is a terminal, so logs, pipes and CI output stay clean. It is also silent when ``enabled=False`` is
+passed or the environment sets ``NC_PRUNE_PROGRESS=0``; with ``NC_PRUNE_PROGRESS=1`` it draws even when
+standard error is not a terminal. A silent bar creates no ``tqdm`` object at all.
 
 >>> from nc_prune.progress import progress
 >>> total = 0
@@ -17,11 +18,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Iterable, Iterator, Optional, TypeVar
+from typing import IO, Any, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
 
 ENV_VAR = "NC_PRUNE_PROGRESS"
+ASCII = "-#"  # tqdm's charset: '-' for what is left, '#' for what is done
 
 
 def progress_enabled(enabled: Optional[bool] = None, stream: Optional[IO[str]] = None) -> bool:
@@ -42,8 +44,15 @@ def progress_enabled(enabled: Optional[bool] = None, stream: Optional[IO[str]] =
     return bool(isatty and isatty())
 
 
+def _bar_format(desc: str, total: Optional[int], width: int) -> str:
+    head = "{desc} " if desc else ""
+    if total:
+        return head + "|{bar:%d}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]" % width
+    return head + "{n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+
+
 class ProgressBar:
-    """A one-line bar: ``desc |#####-----| 12/40 [3.1s, 3.9 it/s] postfix``.
+    """A one-line ``tqdm`` bar: ``desc |#####-----| 12/40 [00:03, 3.90it/s, postfix]``.
 
     Args:
         total: how many updates make 100 %; ``None`` shows a counter without a bar.
@@ -51,7 +60,7 @@ class ProgressBar:
         enabled: ``False`` silences the bar; ``None`` decides by :func:`progress_enabled`.
         stream: where to draw (standard error by default).
         width: characters of the bar itself.
-        min_interval: seconds between redraws (the last update always draws).
+        min_interval: seconds between redraws (closing always draws the final state).
 
     Use it as a context manager, or call :meth:`close` when done.
     """
@@ -63,63 +72,41 @@ class ProgressBar:
         self.stream = sys.stderr if stream is None else stream
         self.enabled = progress_enabled(enabled, self.stream)
         self.width = width
-        self.min_interval = min_interval
         self.n = 0
         self.postfix = ""
         self._start = time.monotonic()
-        self._last_draw = -float("inf")
-        self._drawn_width = 0
-        self._closed = False
+        self._bar: Any = None
+        if self.enabled:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, desc=desc, file=self.stream, mininterval=min_interval, ascii=ASCII,
+                             bar_format=_bar_format(desc, total, width), leave=True, dynamic_ncols=False)
 
     def update(self, n: int = 1, postfix: Optional[str] = None) -> None:
         """Advance by ``n`` and redraw (at most every ``min_interval`` seconds)."""
         self.n += n
         if postfix is not None:
-            self.postfix = postfix
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last_draw >= self.min_interval or (self.total is not None and self.n >= self.total):
-            self._draw(now)
+            self.set_postfix(postfix)
+        if self._bar is not None:
+            self._bar.update(n)
 
     def set_postfix(self, text: str) -> None:
         """Text shown after the counters (for example the current loss)."""
         self.postfix = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
 
     def render(self, now: Optional[float] = None) -> str:
-        """The line the bar draws (without the carriage return)."""
+        """The line the bar draws (without the carriage return), as ``tqdm`` formats it."""
+        from tqdm import tqdm
         elapsed = (time.monotonic() if now is None else now) - self._start
-        rate = self.n / elapsed if elapsed > 0 else 0.0
-        parts = [self.desc] if self.desc else []
-        if self.total:
-            frac = min(self.n / self.total, 1.0)
-            filled = int(round(frac * self.width))
-            parts.append("|" + "#" * filled + "-" * (self.width - filled) + "|")
-            parts.append(f"{self.n}/{self.total}")
-        else:
-            parts.append(str(self.n))
-        parts.append(f"[{elapsed:.1f}s, {rate:.1f} it/s]")
-        if self.postfix:
-            parts.append(self.postfix)
-        return " ".join(parts)
-
-    def _draw(self, now: float) -> None:
-        line = self.render(now)
-        pad = max(self._drawn_width - len(line), 0)
-        self.stream.write("\r" + line + " " * pad)
-        self.stream.flush()
-        self._drawn_width = len(line)
-        self._last_draw = now
+        return tqdm.format_meter(self.n, self.total, elapsed, prefix=self.desc, ascii=ASCII,
+                                 bar_format=_bar_format(self.desc, self.total, self.width), postfix=self.postfix)
 
     def close(self) -> None:
         """Draw the final state and end the line."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.enabled:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def __enter__(self) -> "ProgressBar":
         return self
