@@ -30,6 +30,7 @@ from ..progress import progress
 from .batches import batch_loss
 from ..core.oneshot.stats import LayerStats
 from .calibration import Calibration, CalibrationReport, collect_inputs
+from . import distributed
 from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
 from .structure import find_couplings
@@ -138,12 +139,17 @@ class TorchPruning:
 
     calibration: Optional[CalibrationReport] = None
 
-    def __init__(self, model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    def __init__(self, model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None, *,
+                 process_group: Any = None, check_masks_across_ranks: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(check_masks_across_ranks, bool):
+            raise TypeError(f"check_masks_across_ranks must be True or False, got {check_masks_across_ranks!r}")
         self.model = model
         root = self._root = unwrap(model)
-        self.config = as_config(config)
+        self.config = distributed.strip_wrapper_prefixes(config, root)  # "module.fc1" and "fc1" select the same
+        self.process_group = process_group
+        self.check_masks_across_ranks = check_masks_across_ranks
         infos, targets = find_targets(root)
         previous = live_pruning(root)
         snapshot = _Snapshot(root)
@@ -258,7 +264,19 @@ class TorchPruning:
         self._structure.check()
         self._sync_step()
         self.session.on_step_begin()
+        self._before_update()
+
+    def _before_update(self) -> None:
+        pruning = any(p.is_pruning_step() for p in self.pruners)
         self.session.on_before_optimizer_step()
+        if pruning:
+            self._check_ranks(f" at step {self.session.global_step}")
+
+    def _check_ranks(self, when: str) -> None:
+        """Under torch.distributed, raise on every rank when the ranks' masks differ (see
+        :func:`nc_prune.torch.distributed.check_masks`); one small all_reduce per mask update."""
+        if self.check_masks_across_ranks:
+            distributed.check_masks(self.masks, self.process_group, when)
 
     def _post_step(self, optimizer, args, kwargs) -> None:
         self.session.on_after_optimizer_step()
@@ -296,7 +314,7 @@ class TorchPruning:
 
     def on_before_optimizer_step(self) -> None:
         self._manual("on_before_optimizer_step")
-        self.session.on_before_optimizer_step()
+        self._before_update()
 
     def on_after_optimizer_step(self) -> None:
         self._manual("on_after_optimizer_step")
@@ -372,6 +390,7 @@ class TorchPruning:
                 p.update_masks(p.scheduler.last_pruning_step())
         if calibration is not None:
             self.calibration = calibration.run(dataloader)
+        self._check_ranks(" after one-shot pruning")
         self.session.global_step = max(p.scheduler.last_pruning_step() + 1 for p in self.pruners)
         self._advance_step()
 
@@ -381,6 +400,8 @@ class TorchPruning:
         params = [t.weight for t in self._targets.values()]
         saved = [w.grad for w in params]
         seen = 0
+        reduce_grads = distributed.active_group(self.process_group) is not False and \
+            not distributed.is_data_parallel(self.model)
         wanted = {n: p for p in self.pruners if p.needs_grad for n in getattr(p, "input_stats_layers", list)()}
         stats = {n: LayerStats(n, hessian=True, norms=False) for n in wanted}  # for retrain_free's weight fix
         handles = [self._targets[n].module.register_forward_hook(collect_inputs(s)) for n, s in stats.items()]
@@ -392,6 +413,8 @@ class TorchPruning:
                 for w in params:
                     w.grad = None
                 batch_loss(self.model, batch, loss_func).backward()
+                if reduce_grads:  # each rank ran its own batch: average as DDP's backward would have
+                    distributed.average_([w.grad for w in params], self.process_group)
                 for p in self.pruners:
                     if p.needs_grad:
                         p.update_scores()
@@ -404,6 +427,7 @@ class TorchPruning:
             self.model.train(was_training)
         if seen == 0:
             raise ConfigError("the dataloader gave no batch; one-shot scores by gradients need at least one")
+        distributed.sum_stats_(stats.values(), self.process_group)  # activations: every rank's tokens
         for n, s in stats.items():
             wanted[n].input_stats[n] = s
 
@@ -445,7 +469,8 @@ def _length(iterable: Any) -> Optional[int]:
 
 def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None,
                     dataloader: Optional[Iterable] = None, loss_func: Optional[Callable] = None,
-                    device: Optional[Any] = None, blocks: Optional[str] = None) -> TorchPruning:
+                    device: Optional[Any] = None, blocks: Optional[str] = None, *, process_group: Any = None,
+                    check_masks_across_ranks: bool = True) -> TorchPruning:
     """Prepare ``model`` for pruning as ``config`` describes (INC's ``prepare_pruning``).
 
     Args:
@@ -461,6 +486,11 @@ def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Op
         loss_func: ``loss_func(output, target)`` for one-shot gradient scores.
         device: where ``sparse_gpt`` / ``wanda`` compute each block (INC's argument); default the weights'.
         blocks: the path of the model's block list (``"model.layers"``) when it cannot be found.
+        process_group: under ``torch.distributed``, the ranks that train this model together (default: the
+            world). See :mod:`nc_prune.torch.distributed`.
+        check_masks_across_ranks: under ``torch.distributed``, compare the ranks' masks after every mask update
+            (one all_reduce of 4 integers per layer) and raise, naming the layers, when they differ. On by
+            default; ``False`` skips the collective.
 
     Returns:
         A :class:`TorchPruning`; with neither optimizer nor dataloader, drive its callbacks yourself.
@@ -469,7 +499,8 @@ def prepare_pruning(model: nn.Module, config, optimizer: Optional[torch.optim.Op
         raise ConfigError(
             "pass an optimizer (pruning during training) or a dataloader (one-shot pruning now), not both"
         )
-    pruning = TorchPruning(model, config, optimizer)
+    pruning = TorchPruning(model, config, optimizer, process_group=process_group,
+                           check_masks_across_ranks=check_masks_across_ranks)
     if dataloader is not None:
         pruning.prune_now(dataloader, loss_func, device=device, blocks=blocks)
     return pruning

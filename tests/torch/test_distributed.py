@@ -1,0 +1,283 @@
+"""Pruning under torch.distributed: 2 gloo processes on CPU, started once for the whole module.
+
+Each rank runs every scenario on its half of the same global batches; the parent process runs the same
+scenarios in one process on the whole batches, and the masks must be identical (``torch.equal``) on both
+ranks and with the single-process run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from nc_prune import WeightPruningConfig
+from nc_prune.torch import prepare_pruning
+from nc_prune.torch.distributed import RankMismatchError, mask_checksums
+
+WORLD = 2
+BATCH = 16  # global batch; each rank takes BATCH // WORLD rows
+STEPS = 7
+LAYERS = ("0", "2")  # "4" is the head: left dense
+
+# 4x1 with global scope: 768 of the 1,536 weights, ranked across the two layers
+GLOBAL_4X1 = {("magnitude", "4x1", "global"): {"0": 112, "2": 656},
+              ("snip_momentum", "4x1", "global"): {"0": 160, "2": 608}}
+COMBOS = [(t, p, s) for t in ("magnitude", "snip_momentum") for p in ("4x1", "2:4") for s in ("local", "global")]
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def batch(step, rank=None):
+    g = torch.Generator().manual_seed(1000 + step)
+    x, y = torch.randn(BATCH, 16, generator=g), torch.randint(0, 4, (BATCH,), generator=g)
+    if rank is None:
+        return x, y
+    n = BATCH // WORLD
+    return x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
+
+
+def config(ptype, pattern, scope, prefix=""):
+    # op_names spelled with DDP's "module." prefix in half the scenarios: the same layers must be selected
+    return WeightPruningConfig(pruning_type=ptype, pattern=pattern, pruning_scope=scope, target_sparsity=0.5,
+                               start_step=1, end_step=5, pruning_frequency=2,
+                               op_names=[f"{prefix}0", f"{prefix}2"])
+
+
+def train(model, opt, steps, rank=None, first=0, corrupt=None):
+    for step in range(first, first + steps):
+        x, y = batch(step, rank)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        if corrupt is not None:
+            corrupt(step)
+        opt.step()
+
+
+def masks_of(inner):
+    return {n: getattr(inner, n).weight_prune_mask.clone() for n in LAYERS}
+
+
+def single_process(ptype, pattern, scope):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruning = prepare_pruning(model, config(ptype, pattern, scope), opt)
+    train(model, opt, STEPS)
+    return {"masks": masks_of(model), "step": pruning.global_step, "weights": [p.detach().clone() for p in model.parameters()]}
+
+
+# ---- what each rank runs ------------------------------------------------------------------------------
+def _ddp_scenarios(rank):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    out = {}
+    for i, (ptype, pattern, scope) in enumerate(COMBOS):
+        wrap_first = i % 2 == 0  # DDP before prepare_pruning, or wrapped afterwards
+        model = make_model()
+        if wrap_first:
+            model = DDP(model)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            pruning = prepare_pruning(model, config(ptype, pattern, scope, prefix="module." if i % 4 else ""), opt)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            pruning = prepare_pruning(model, config(ptype, pattern, scope, prefix="module." if i % 4 else ""), opt)
+            model = DDP(model)
+        train(model, opt, STEPS, rank)
+        out[(ptype, pattern, scope)] = {"masks": masks_of(model.module), "step": pruning.global_step,
+                                        "weights": [p.detach().clone() for p in model.module.parameters()]}
+    return out
+
+
+def _divergence(rank, check):
+    """snip_momentum under DDP; rank 1 corrupts layer 2's running scores after the backward of pruning step 3
+    (before it, DDP's broadcast_buffers would copy rank 0's score buffers back at the next forward)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    prepare_pruning(model, config("snip_momentum", "4x1", "local"), opt, check_masks_across_ranks=check)
+    model = DDP(model)
+
+    def corrupt(step):
+        if rank == 1 and step == 3:
+            score = model.module[2].weight_prune_score
+            score.copy_(torch.rand(score.shape, generator=torch.Generator().manual_seed(5)))
+
+    try:
+        train(model, opt, 4, rank, corrupt=corrupt)
+    except RankMismatchError as exc:
+        return {"error": str(exc)}
+    return {"error": None, "masks": masks_of(model.module)}
+
+
+def _oneshot(rank, wrap):
+    """One-shot snip_momentum from 4 batches per rank: an unwrapped model has its gradients averaged by
+    nc_prune, a DDP model by DDP's backward."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = make_model()
+    target = DDP(model) if wrap else model
+    cfg = WeightPruningConfig(pruning_type="snip_momentum", pattern="4x1", target_sparsity=0.5, pruning_scope="global")
+    prepare_pruning(target, cfg, dataloader=[batch(s, rank) for s in range(4)], loss_func=nn.functional.cross_entropy)
+    return masks_of(model)
+
+
+def _resume(rank, tmp):
+    """DDP checkpoint with state_dict at step 3 (rank 0 saves), loaded into new objects on every rank."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    cfg = config("snip_momentum", "4x1", "global")
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    prepare_pruning(model, cfg, opt)
+    ddp = DDP(model)
+    train(ddp, opt, 3, rank)
+    path = os.path.join(tmp, "ddp_ckpt.pt")
+    if rank == 0:
+        torch.save({"model": ddp.module.state_dict(), "optimizer": opt.state_dict()}, path)
+    dist.barrier()
+    fresh = make_model()
+    opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    pruning = prepare_pruning(fresh, cfg, opt2)
+    ckpt = torch.load(path)
+    fresh.load_state_dict(ckpt["model"])
+    opt2.load_state_dict(ckpt["optimizer"])
+    resumed_at = pruning.global_step
+    ddp2 = DDP(fresh)
+    train(ddp2, opt2, STEPS - 3, rank, first=3)
+    return {"resumed_at": resumed_at, "step": pruning.global_step, "masks": masks_of(fresh),
+            "weights": [p.detach().clone() for p in fresh.parameters()]}
+
+
+def _worker(rank, port, tmp):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    results = {}
+    try:
+        results["ddp"] = _ddp_scenarios(rank)
+        results["diverged"] = _divergence(rank, check=True)
+        results["diverged_unchecked"] = _divergence(rank, check=False)
+        results["oneshot_plain"] = _oneshot(rank, wrap=False)
+        results["oneshot_ddp"] = _oneshot(rank, wrap=True)
+        results["resume"] = _resume(rank, tmp)
+    except Exception:
+        results["crash"] = traceback.format_exc()
+    finally:
+        torch.save(results, os.path.join(tmp, f"rank{rank}.pt"))
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("dist"))
+    mp.spawn(_worker, args=(_free_port(), tmp), nprocs=WORLD, join=True)
+    out = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(WORLD)]
+    for r, res in enumerate(out):
+        assert "crash" not in res, f"rank {r}:\n{res['crash']}"
+    return out
+
+
+def _same_masks(a, b):
+    return set(a) == set(b) and all(torch.equal(a[n], b[n]) for n in a)
+
+
+# ---- DDP ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("combo", COMBOS, ids=["-".join(c) for c in COMBOS])
+def test_ddp_masks_equal_on_both_ranks_and_single_process(ranks, combo):
+    ptype, pattern, scope = combo
+    r0, r1 = ranks[0]["ddp"][combo], ranks[1]["ddp"][combo]
+    ref = single_process(*combo)
+    assert _same_masks(r0["masks"], r1["masks"])
+    assert _same_masks(r0["masks"], ref["masks"])
+    assert r0["step"] == r1["step"] == ref["step"] == STEPS
+    pruned = {n: int((~m).sum()) for n, m in ref["masks"].items()}
+    assert pruned == GLOBAL_4X1.get(combo, {"0": 256, "2": 512})  # 2:4, and local scope: half of every layer
+    if pattern == "4x1":
+        blocks = ref["masks"]["2"].reshape(8, 4, 32)  # 4 rows x 1 column
+        assert (blocks.all(dim=1) | ~blocks.any(dim=1)).all()
+    else:
+        groups = ref["masks"]["0"].reshape(32, 4, 4)  # 2 of every 4 inputs
+        assert ((~groups).sum(dim=2) == 2).all()
+    for a, b, c in zip(r0["weights"], r1["weights"], ref["weights"]):
+        assert torch.equal(a, b)  # DDP keeps the ranks bit-identical
+        assert torch.allclose(a, c, atol=1e-5)  # the single process sums the batch in another order
+        assert torch.equal(a == 0, c == 0)
+
+
+def test_ddp_checksum_catches_a_corrupted_rank_naming_the_layer(ranks):
+    e0, e1 = ranks[0]["diverged"]["error"], ranks[1]["diverged"]["error"]
+    assert e0 is not None and e1 is not None  # both ranks raise: none hangs in a collective
+    for e in (e0, e1):
+        assert "the masks of 1 layer(s) differ between the ranks of the process group at step 3" in e
+        assert "'2' (pruned weights: " in e and "'0'" not in e
+        assert "check_masks_across_ranks=False" in e
+    # turned off, the same corruption goes through and the ranks end with different masks for layer 2 only
+    u0, u1 = ranks[0]["diverged_unchecked"], ranks[1]["diverged_unchecked"]
+    assert u0["error"] is None and u1["error"] is None
+    assert torch.equal(u0["masks"]["0"], u1["masks"]["0"])
+    assert not torch.equal(u0["masks"]["2"], u1["masks"]["2"])
+    assert int((~u0["masks"]["2"]).sum()) == int((~u1["masks"]["2"]).sum()) == 376  # 36.7 % at step 3
+
+
+@pytest.mark.parametrize("which", ["oneshot_plain", "oneshot_ddp"])
+def test_oneshot_gradient_scores_are_reduced_across_ranks(ranks, which):
+    model = make_model()
+    cfg = WeightPruningConfig(pruning_type="snip_momentum", pattern="4x1", target_sparsity=0.5, pruning_scope="global")
+    prepare_pruning(model, cfg, dataloader=[batch(s) for s in range(4)], loss_func=nn.functional.cross_entropy)
+    ref = masks_of(model)
+    assert _same_masks(ranks[0][which], ranks[1][which])
+    assert _same_masks(ranks[0][which], ref)
+    assert sum(int((~m).sum()) for m in ref.values()) == 768
+
+
+def test_ddp_resume_from_state_dict_continues_exactly(ranks):
+    combo = ("snip_momentum", "4x1", "global")
+    straight = ranks[0]["ddp"][combo]
+    for r in ranks:
+        res = r["resume"]
+        assert res["resumed_at"] == 3 and res["step"] == STEPS
+        assert _same_masks(res["masks"], straight["masks"])
+        assert all(torch.equal(a, b) for a, b in zip(res["weights"], straight["weights"]))
+
+
+# ---- single-process pieces ----------------------------------------------------------------------------
+def test_checksum_sees_positions_not_only_counts():
+    a = torch.ones(8, 8, dtype=torch.bool)
+    b = a.clone()
+    a[0, 1] = False
+    b[1, 0] = False
+    ca, cb = mask_checksums([a, b])
+    assert int(ca[0]) == int(cb[0]) == 1 and int(ca[1]) != int(cb[1])
+    assert torch.equal(mask_checksums([a]), mask_checksums([a.clone()]))
+
+
+def test_module_prefix_in_op_names_selects_the_inner_layers_without_touching_the_config():
+    cfg = WeightPruningConfig(pattern="4x1", target_sparsity=0.5, pruning_type="magnitude",
+                              op_names=["module.2", r"^module\.0$"], excluded_op_names=["_orig_mod.module.4"])
+    before = cfg.to_dict()
+    pruning = prepare_pruning(make_model(), cfg)
+    assert sorted(pruning.masks) == ["0", "2"]
+    assert cfg.to_dict() == before
+    pruning.prune_now()
+    assert pruning.report().total_zeros == 0.5 * (16 * 32 + 32 * 32)
+
+
+def test_check_flag_must_be_a_bool():
+    with pytest.raises(TypeError, match="check_masks_across_ranks must be True or False, got 'no'"):
+        prepare_pruning(make_model(), WeightPruningConfig(), check_masks_across_ranks="no")
