@@ -6,7 +6,9 @@
 2. ``op_names``: regexes searched in the layer name (``re.search``); an empty list takes every candidate.
 3. ``excluded_op_names``: regexes that remove layers again.
 4. The classifier head — the last linear layer of the model — is left out unless named on purpose: an
-   ``op_names`` regex matches its whole name and no other layer's (``"lm_head"``, not ``".*"``).
+   ``op_names`` regex matches its whole name and no other layer's (``"lm_head"``, not ``".*"``). As the
+   reader of a coupled unit (the filters of the last conv, read by the classifier after pooling) it still
+   loses that unit's input columns; its outputs are never pruned.
 5. A frozen weight (``requires_grad=False`` / ``trainable=False``) and a weight shared with another module
    (tied embeddings, one Parameter used twice) are left out, with the reason, unless named on purpose in
    the same way: then it is pruned on purpose, once.
@@ -164,15 +166,18 @@ def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping], coupling
         offered = couplings(group) if callable(couplings) else couplings
         named_here = _singled_out(layers, group)
 
-        def kept_out(layer_name: str) -> bool:  # excluded, the head, frozen or shared: never pulled in as a partner
+        def kept_out(layer_name: str, coupling) -> bool:  # excluded, frozen or shared: never pulled in as a partner
             layer = by_name[layer_name]
             if any(re.search(p, layer_name) for p in group["excluded_op_names"]):
                 return True
-            return layer_name not in named_here and (layer_name == head or not layer.trainable
+            # the head only as a writer of the unit: as its reader it loses the unit's input columns, its
+            # outputs stay whole (the channels feeding a classifier go, as they do in every channel pruner)
+            writes = any(s.layer == layer_name and s.axis == "out" for s in coupling.slices)
+            return layer_name not in named_here and ((layer_name == head and writes) or not layer.trainable
                                                      or bool(layer.shared_with))
 
         mine = [c for c in offered if pattern.prunes_coupling(c, names) and all(l in by_name for l in c.layers)
-                and not any(kept_out(l) for l in c.layers if l not in names)]
+                and not any(kept_out(l, c) for l in c.layers if l not in names)]
         covered = {l for c in mine for l in c.layers}
         whole = {a: c.name for c in mine for a in c.anchors if a not in covered}  # part of a unit, never cut
         chosen = [layer for layer in chosen if layer.name not in whole]
