@@ -133,6 +133,7 @@ class _Layer:
         self.below = 0  # units whose key is below the current range
         self.cached: Optional[np.ndarray] = None  # keys of the units in the current range, when kept
         self.hist: Optional[np.ndarray] = None
+        self.total_below = 0  # ``below`` of the whole layer (summed over the processes under a reduce)
 
     def candidates(self, start: int, bits: int, budget: int, wide: bool) -> Iterator[np.ndarray]:
         """Keys in ``[start, start + 2**bits)``, counting those below into ``below``; keeps up to ``budget``."""
@@ -171,7 +172,13 @@ class _Layer:
 _PLAN = {False: [16, 8, 8], True: [16, 16, 16, 8, 8]}
 
 
-def _radix(layers: List[_Layer], k: int, total_units: int, cache_bytes: int) -> Tuple[int, List[int], List[int], bool]:
+#: ``reduce(counts)`` → the same int64 array summed over the processes that each hold a piece of every layer
+#: (an all_reduce); see :func:`global_cuts`.
+Reduce = Callable[[np.ndarray], np.ndarray]
+
+
+def _radix(layers: List[_Layer], k: int, total_units: int, cache_bytes: int,
+           reduce: Optional[Reduce] = None) -> Tuple[int, List[int], List[int], bool]:
     """The key of the ``k``-th unit of the bounded order, per layer how many keys are below / equal to it,
     and whether keys are 64-bit.
 
@@ -180,14 +187,14 @@ def _radix(layers: List[_Layer], k: int, total_units: int, cache_bytes: int) -> 
     to ``cache_bytes`` of them.
     """
     try:
-        return _radix_with(layers, k, total_units, cache_bytes, False)
+        return _radix_with(layers, k, total_units, cache_bytes, False, reduce)
     except _Widen:
         for layer in layers:
             layer.cached, layer.below = None, 0
-        return _radix_with(layers, k, total_units, cache_bytes, True)
+        return _radix_with(layers, k, total_units, cache_bytes, True, reduce)
 
 
-def _radix_with(layers, k, total_units, cache_bytes, wide):
+def _radix_with(layers, k, total_units, cache_bytes, wide, reduce=None):
     start, top = 0, 64 if wide else 32
     plan = _PLAN[wide]
     for step, width in enumerate(plan):
@@ -195,6 +202,7 @@ def _radix_with(layers, k, total_units, cache_bytes, wide):
         units = cache_bytes // (8 if wide else 4)
         budget = units if step or total_units <= units else 0
         total = np.zeros(1 << width, dtype=np.int64)
+        pending = []  # with reduce: every layer's [below, *hist] of this digit, summed over the processes at once
         for layer in layers:
             hist = np.zeros(1 << width, dtype=np.int64)
             for keys in layer.candidates(start, top, budget, wide):
@@ -204,9 +212,19 @@ def _radix_with(layers, k, total_units, cache_bytes, wide):
                 hist += np.bincount(digit, minlength=1 << width)
             if layer.cached is not None:
                 budget -= layer.cached.size
-            layer.hist = hist if step == len(plan) - 1 else None  # only the last digit's are needed
-            cum = np.cumsum(hist)
-            cum += layer.below
+            if reduce is not None:
+                pending.append(np.concatenate([[layer.below], hist]))
+                continue
+            layer.hist, layer.total_below = hist, layer.below
+        if reduce is not None:
+            summed = reduce(np.stack(pending))
+            for layer, row in zip(layers, summed):
+                layer.hist, layer.total_below = row[1:], int(row[0])
+        for layer in layers:
+            cum = np.cumsum(layer.hist)
+            cum += layer.total_below
+            if step != len(plan) - 1:
+                layer.hist = None  # only the last digit's are needed
             np.clip(cum, layer.lo, layer.hi, out=cum)
             if layer.weight != 1:
                 cum *= layer.weight
@@ -214,7 +232,7 @@ def _radix_with(layers, k, total_units, cache_bytes, wide):
         j = int(np.searchsorted(total, k, side="left"))  # first digit with F(<= digit) >= k
         start |= j << shift
         top = shift
-    lt = [layer.below + int(layer.hist[:j].sum()) for layer in layers]
+    lt = [layer.total_below + int(layer.hist[:j].sum()) for layer in layers]
     eq = [int(layer.hist[j]) for layer in layers]
     return start, lt, eq, wide
 
@@ -230,15 +248,19 @@ def _cache_bytes(scores: Sequence[Scores], cache_bytes: Optional[int]) -> int:
     return cache_budget(max([s.size for s in scores if not callable(s)] + [PIECE]))
 
 
-def layer_cut(scores: Scores, count: int, size: int, cache_bytes: Optional[int] = None) -> Cut:
-    """The :class:`Cut` pruning the ``count`` lowest of one layer's ``size`` units (ties to lower positions)."""
+def layer_cut(scores: Scores, count: int, size: int, cache_bytes: Optional[int] = None,
+              reduce: Optional[Reduce] = None) -> Cut:
+    """The :class:`Cut` pruning the ``count`` lowest of one layer's ``size`` units (ties to lower positions).
+
+    With ``reduce``, ``scores`` is this process's piece of the layer and ``size`` the whole layer's (see
+    :func:`global_cuts`)."""
     if count <= 0 or count >= size:
         return Cut(max(0, min(count, size)), None, 0)
-    key, lt, _, wide = _radix([_Layer(scores, 0, size)], count, size, _cache_bytes([scores], cache_bytes))
+    key, lt, _, wide = _radix([_Layer(scores, 0, size)], count, size, _cache_bytes([scores], cache_bytes), reduce)
     return Cut(count, _key_to_float(key, wide), count - lt[0])
 
 
-def _bounded(scores, sizes, k, lo, hi, cache, weights=None):
+def _bounded(scores, sizes, k, lo, hi, cache, weights=None, reduce=None):
     """Counts per layer, the threshold (None without a search) and per layer the units below / at it.
 
     With ``weights`` (what one unit of each layer counts for), ``k`` is a total of weights: the layers take
@@ -249,7 +271,8 @@ def _bounded(scores, sizes, k, lo, hi, cache, weights=None):
     k = int(min(max(k, floor_total), sum(h * x for h, x in zip(hi, w))))
     if k == floor_total:
         return list(lo), None, None, None
-    key, lt, eq, wide = _radix([_Layer(s, l, h, x) for s, l, h, x in zip(scores, lo, hi, w)], k, sum(sizes), cache)
+    key, lt, eq, wide = _radix([_Layer(s, l, h, x) for s, l, h, x in zip(scores, lo, hi, w)], k, sum(sizes), cache,
+                               reduce)
     base = [int(_clip(c, l, h)) for c, l, h in zip(lt, lo, hi)]
     remaining = k - sum(b * x for b, x in zip(base, w))
     counts = []
@@ -262,8 +285,8 @@ def _bounded(scores, sizes, k, lo, hi, cache, weights=None):
 
 
 def global_cuts(scores: Sequence[Scores], sizes: Sequence[int], k: int, lo: Sequence[int], hi: Sequence[int],
-                cache_bytes: Optional[int] = None, weights: Optional[Sequence[int]] = None
-                ) -> Tuple[List[Cut], Optional[float]]:
+                cache_bytes: Optional[int] = None, weights: Optional[Sequence[int]] = None,
+                reduce: Optional[Reduce] = None) -> Tuple[List[Cut], Optional[float]]:
     """One :class:`Cut` per layer for the ``k`` globally lowest units within per-layer bounds, and the threshold.
 
     Layer ``l`` prunes ``c_l`` units with ``lo[l] <= c_l <= hi[l]`` and ``sum(c) == k`` (``k`` is first
@@ -272,13 +295,18 @@ def global_cuts(scores: Sequence[Scores], sizes: Sequence[int], k: int, lo: Sequ
     sources (see the module doc); ``cache_bytes`` caps the keys kept between reads. With ``weights``, a
     unit of layer ``l`` counts ``weights[l]`` and ``k`` is the budget in those terms:
     ``sum(c * weights) <= k``, short of it by less than one unit.
+
+    With ``reduce`` (an all_reduce of int64 counts), each process passes its own contiguous piece of every
+    layer's units and ``sizes``, ``k`` and the bounds of the whole layers: the radix select's histograms are
+    summed over the processes, so every process gets the cuts of the whole model without any process holding
+    it. A cut's ``ties`` then count the tied units of the whole layer, in the order of the pieces.
     """
     lo_a, hi_a = [int(v) for v in lo], [int(v) for v in hi]
     cache = _cache_bytes(scores, cache_bytes)
-    counts, v, lt, eq = _bounded(scores, sizes, k, lo_a, hi_a, cache, weights)
+    counts, v, lt, eq = _bounded(scores, sizes, k, lo_a, hi_a, cache, weights, reduce)
     if v is None:
-        return [layer_cut(s, c, n, cache) for s, c, n in zip(scores, counts, sizes)], None
-    return [Cut(c, v, c - c_lt) if c_lt <= c <= c_lt + c_eq else layer_cut(s, c, n, cache)
+        return [layer_cut(s, c, n, cache, reduce) for s, c, n in zip(scores, counts, sizes)], None
+    return [Cut(c, v, c - c_lt) if c_lt <= c <= c_lt + c_eq else layer_cut(s, c, n, cache, reduce)
             for s, n, c, c_lt, c_eq in zip(scores, sizes, counts, lt, eq)], v
 
 

@@ -14,6 +14,7 @@ import torch
 from ..core.pruner import BasePruner
 from ._adapter import tensor_to_numpy
 from .layers import TorchTarget
+from .sharded import check_geometry, is_sharded, like_weight, local, sharded_masks
 from .state import STATE_PREFIX
 
 _PIECE = 1 << 20  # weights per piece when masks are applied (a 4 MiB integer temporary at most)
@@ -44,7 +45,10 @@ class PytorchBasePruner(BasePruner):
 
     def __init__(self, config, modules) -> None:
         super().__init__(config, modules)
+        self.sharded = any(is_sharded(t.weight) for t in self.modules.values())  # FSDP2: DTensor weights
         for name, target in self.modules.items():
+            if self.sharded:
+                check_geometry(self.pattern, name, target.weight, target.transposed)
             self.masks[name] = self._ensure_buffer(target, target.mask_name, torch.bool, True)
             if self.needs_grad:
                 dtype = target.weight.dtype
@@ -52,7 +56,7 @@ class PytorchBasePruner(BasePruner):
                     dtype = torch.float16  # half the memory for the running scores
                 score = self._ensure_buffer(target, target.score_name, dtype, 0)
                 # a zero score buffer means "no score yet" unless a checkpoint filled it
-                self.scores[name] = score if bool(score.any()) else None
+                self.scores[name] = local(score) if bool(local(score).any()) else None
             for key, (dtype, fill) in self.LAYER_STATE.items():
                 self._ensure_buffer(target, self._state_name(target, key), getattr(torch, dtype), fill)
 
@@ -64,9 +68,13 @@ class PytorchBasePruner(BasePruner):
     def _ensure_buffer(target: TorchTarget, buf_name: str, dtype: torch.dtype, fill) -> torch.Tensor:
         w = target.weight
         existing = target.module._buffers.get(buf_name)
-        if existing is not None and existing.shape == w.shape and existing.dtype == dtype:
+        if existing is not None and existing.shape == w.shape and existing.dtype == dtype and \
+                is_sharded(existing) == is_sharded(w):
             return existing
-        buf = torch.full(w.shape, fill, dtype=dtype, device=w.device)
+        if is_sharded(w):  # FSDP2: each rank keeps the shard of the state its weight shard needs
+            buf = like_weight(torch.full(local(w).shape, fill, dtype=dtype, device=local(w).device), w)
+        else:
+            buf = torch.full(w.shape, fill, dtype=dtype, device=w.device)
         target.module.register_buffer(buf_name, buf, persistent=True)
         return buf
 
@@ -76,13 +84,14 @@ class PytorchBasePruner(BasePruner):
 
     # ---- glue ----------------------------------------------------------------------------------
     def _weight(self, name):
-        return self.modules[name].weight.detach()
+        return local(self.modules[name].weight.detach())
 
     def _grad(self, name):
-        return self.modules[name].weight.grad
+        grad = self.modules[name].weight.grad
+        return None if grad is None else local(grad)
 
     def _to_canonical(self, name, value) -> np.ndarray:
-        return tensor_to_numpy(self.modules[name].canonical(value))
+        return tensor_to_numpy(self.modules[name].canonical(local(value)))
 
     def _get_mask(self, name) -> np.ndarray:
         return self._to_canonical(name, self._buffer(name, "mask"))
@@ -90,10 +99,14 @@ class PytorchBasePruner(BasePruner):
     def _store(self, name: str, buf: torch.Tensor, value) -> None:
         """Copy a canonical numpy array or tensor into a buffer of the native layout."""
         t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
-        buf.copy_(self.modules[name].native(t).to(buf.device))
+        local(buf).copy_(self.modules[name].native(t).to(local(buf).device))
 
     def _canonical_weight(self, name) -> torch.Tensor:
         target: TorchTarget = self.modules[name]
+        if is_sharded(target.weight):
+            raise NotImplementedError(
+                f"layer {name!r} is sharded by FSDP2; {self.config['pruning_type']!r} rewrites whole weights and "
+                f"runs on unsharded models only: prune one-shot before fully_shard")
         return target.canonical(target.weight.detach())
 
     @torch.no_grad()
@@ -118,7 +131,7 @@ class PytorchBasePruner(BasePruner):
     def _apply_masks(self) -> None:
         """Zero the masked weights in place (every step): see :func:`zero_masked`."""
         targets = list(self.modules.values())
-        zero_masked([t.weight for t in targets], [t.module._buffers[t.mask_name] for t in targets])
+        zero_masked([local(t.weight) for t in targets], [local(t.module._buffers[t.mask_name]) for t in targets])
 
     def _missing_grad_hint(self, name) -> str:
         if not self.modules[name].weight.requires_grad:
@@ -130,12 +143,20 @@ class PytorchBasePruner(BasePruner):
         target: TorchTarget = self.modules[name]
         grad = target.weight.grad
         if grad is not None:
+            grad = local(grad)
             grad.add_(target.native(torch.from_numpy(np.ascontiguousarray(term))).to(grad.device, grad.dtype))
 
     def update_scores(self) -> None:
         super().update_scores()
         for name, score in self.scores.items():  # keep the checkpointed buffer in step
-            buf = self._buffer(name, "score")
+            buf = local(self._buffer(name, "score"))
             if score is not None and score is not buf:
                 buf.copy_(score.clamp(max=torch.finfo(buf.dtype).max) if buf.dtype == torch.float16 else score)
                 self.scores[name] = buf
+
+    def compute_new_masks(self, step: int):
+        if not self.sharded:
+            return super().compute_new_masks(step)
+        pre = {name: self._get_mask(name) for name in self.modules}
+        return sharded_masks(self.pattern, self.current_scores(), {n: t.weight for n, t in self.modules.items()},
+                             self.target_at(step), pre, self.max_sparsity_ratio_per_op)

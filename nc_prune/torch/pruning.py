@@ -33,6 +33,7 @@ from .calibration import Calibration, CalibrationReport, collect_inputs
 from . import distributed
 from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
+from .sharded import is_sharded, local
 from .structure import find_couplings
 from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ReapplyMask, is_state_buffer,
                     plan_tensor, read_plan, report_from_state)
@@ -161,6 +162,8 @@ class TorchPruning:
 
             def couplings(group) -> List[Any]:  # heads and FFN channels, found once per GQA mode asked for
                 mode = group["parameters"].get("gqa_heads", "kv")
+                if any(is_sharded(t.weight) for t in targets.values()):
+                    return []  # FSDP2: no couplings yet, and tracing would run the shards' forward hooks
                 if mode not in found:
                     found[mode] = find_couplings(root, targets, mode)
                 return found[mode]
@@ -245,7 +248,7 @@ class TorchPruning:
             for p in self.pruners:
                 for name in p.modules:
                     if p.needs_grad:
-                        score = p._buffer(name, "score")
+                        score = local(p._buffer(name, "score"))
                         p.scores[name] = score if bool(score.any()) else None
             self._seen_version = buf._version
 
@@ -275,8 +278,9 @@ class TorchPruning:
     def _check_ranks(self, when: str) -> None:
         """Under torch.distributed, raise on every rank when the ranks' masks differ (see
         :func:`nc_prune.torch.distributed.check_masks`); one small all_reduce per mask update."""
-        if self.check_masks_across_ranks:
-            distributed.check_masks(self.masks, self.process_group, when)
+        if self.check_masks_across_ranks:  # FSDP2 masks are shards: each rank holds other rows
+            distributed.check_masks({n: m for n, m in self.masks.items() if not is_sharded(m)}, self.process_group,
+                                    when)
 
     def _post_step(self, optimizer, args, kwargs) -> None:
         self.session.on_after_optimizer_step()
@@ -527,7 +531,7 @@ def _finish(module: nn.Module) -> None:
     with torch.no_grad():
         for buf_name in [b for b in module._buffers if b.endswith(MASK_SUFFIX)]:
             param = getattr(module, buf_name[: -len(MASK_SUFFIX)])
-            zero_masked([param.data], [module._buffers[buf_name]])
+            zero_masked([local(param.data)], [local(module._buffers[buf_name])])
         for buf_name in [b for b in module._buffers if is_state_buffer(b)]:
             del module._buffers[buf_name]
         hooks = module._load_state_dict_post_hooks

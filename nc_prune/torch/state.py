@@ -88,6 +88,8 @@ class ReapplyMask:
         if mask is not None:
             with torch.no_grad():
                 weight = getattr(module, self.param)
+                if hasattr(weight, "to_local") and hasattr(mask, "to_local"):  # FSDP2 shards (DTensor)
+                    weight, mask = weight.to_local(), mask.to_local()
                 weight.copy_(torch.where(mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)))
 
 

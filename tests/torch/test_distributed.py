@@ -158,6 +158,49 @@ def _resume(rank, tmp):
             "weights": [p.detach().clone() for p in fresh.parameters()]}
 
 
+def _fsdp_model(mesh, widths=(32, 32)):
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, widths[0]), nn.ReLU(), nn.Linear(widths[0], widths[1]), nn.ReLU(),
+                          nn.Linear(widths[1], 4))
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def _fsdp_scenarios(rank):
+    """FSDP2 (fully_shard, DTensor weights sharded on dim 0): masks and scores are sharded like the weights."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (WORLD,))
+    out = {}
+    for ptype, pattern, scope in COMBOS:
+        model = _fsdp_model(mesh)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        pruning = prepare_pruning(model, config(ptype, pattern, scope), opt)
+        train(model, opt, STEPS, rank)
+        layers = {n: getattr(model, n) for n in LAYERS}
+        out[(ptype, pattern, scope)] = {
+            "masks": {n: m.weight_prune_mask.full_tensor() for n, m in layers.items()},
+            "local_shapes": {n: tuple(m.weight_prune_mask.to_local().shape) for n, m in layers.items()},
+            "placements": {n: str(m.weight_prune_mask.placements) for n, m in layers.items()},
+            "score_shapes": {n: tuple(m.weight_prune_score.to_local().shape) for n, m in layers.items()
+                             if hasattr(m, "weight_prune_score")},
+            "step": pruning.global_step,
+            "weights": [p.full_tensor() for p in model.parameters()]}
+    try:  # 36 rows on 2 ranks: shards of 18 rows cut through 4x1 blocks
+        prepare_pruning(_fsdp_model(mesh, (36, 32)), config("magnitude", "4x1", "local"))
+        out["bad_rows"] = None
+    except ValueError as exc:
+        out["bad_rows"] = str(exc)
+    ok = prepare_pruning(_fsdp_model(mesh, (36, 32)), config("magnitude", "2:4", "local"))
+    ok.prune_now()  # 2:4 groups lie within a row: any row shard fits
+    out["bad_rows_2in4"] = {n: getattr(ok.model, n).weight_prune_mask.full_tensor() for n in LAYERS}
+    return out
+
+
 def _worker(rank, port, tmp):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -170,6 +213,7 @@ def _worker(rank, port, tmp):
         results["oneshot_plain"] = _oneshot(rank, wrap=False)
         results["oneshot_ddp"] = _oneshot(rank, wrap=True)
         results["resume"] = _resume(rank, tmp)
+        results["fsdp"] = _fsdp_scenarios(rank)
     except Exception:
         results["crash"] = traceback.format_exc()
     finally:
@@ -254,6 +298,38 @@ def test_ddp_resume_from_state_dict_continues_exactly(ranks):
         assert res["resumed_at"] == 3 and res["step"] == STEPS
         assert _same_masks(res["masks"], straight["masks"])
         assert all(torch.equal(a, b) for a, b in zip(res["weights"], straight["weights"]))
+
+
+# ---- FSDP2 -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("combo", COMBOS, ids=["-".join(c) for c in COMBOS])
+def test_fsdp2_sharded_masks_equal_the_single_process_masks(ranks, combo):
+    r0, r1 = ranks[0]["fsdp"][combo], ranks[1]["fsdp"][combo]
+    ref = single_process(*combo)
+    assert _same_masks(r0["masks"], ref["masks"]) and _same_masks(r1["masks"], ref["masks"])
+    assert r0["step"] == r1["step"] == STEPS
+    for r in (r0, r1):
+        assert r["local_shapes"] == {"0": (16, 16), "2": (16, 32)}  # each rank holds half the rows
+        assert r["placements"] == {"0": "(Shard(dim=0),)", "2": "(Shard(dim=0),)"}
+        if combo[0] == "snip_momentum":
+            assert r["score_shapes"] == {"0": (16, 16), "2": (16, 32)}
+    assert {n: int((~m).sum()) for n, m in r0["masks"].items()} == GLOBAL_4X1.get(combo, {"0": 256, "2": 512})
+    for a, c in zip(r0["weights"], ref["weights"]):
+        assert torch.allclose(a, c, atol=1e-5) and torch.equal(a == 0, c == 0)
+
+
+def test_fsdp2_row_shards_must_hold_whole_blocks(ranks):
+    for r in ranks:
+        e = r["fsdp"]["bad_rows"]
+        assert e is not None and "layer '0': this rank holds rows" in e
+        assert "of its (36, 16) weight, which cuts through the 4-row blocks of pattern '4x1'" in e
+        assert "ceil(36 / world_size) divisible by 4" in e
+    model = nn.Sequential(nn.Linear(16, 36), nn.ReLU(), nn.Linear(36, 32), nn.ReLU(), nn.Linear(32, 4))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 36), nn.ReLU(), nn.Linear(36, 32), nn.ReLU(), nn.Linear(32, 4))
+    single = prepare_pruning(model, config("magnitude", "2:4", "local"))
+    single.prune_now()
+    assert _same_masks(ranks[0]["fsdp"]["bad_rows_2in4"], masks_of(model))
+    assert int((~ranks[1]["fsdp"]["bad_rows_2in4"]["0"]).sum()) == 36 * 16 // 2
 
 
 # ---- single-process pieces ----------------------------------------------------------------------------
