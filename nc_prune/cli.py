@@ -27,6 +27,7 @@ from .core.errors import NcPruneError
 from .core.layers import LayerInfo, plan_layers
 from .core.patterns.base import get_pattern
 from .core.report import SparsityReport
+from .core.table import format_table
 
 PROG = "nc-prune"
 DEMO_MODEL = "demo-cnn"
@@ -454,13 +455,6 @@ def _group_lines(config: WeightPruningConfig) -> List[str]:
                      f"{g['max_sparsity_ratio_per_op']:.0%}), {when}; op types {g['pruning_op_types']}, "
                      f"op_names {g['op_names'] or 'all'}, excluded {g['excluded_op_names'] or 'none'}")
     return lines
-
-
-def format_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns under a header and a rule (the plain tables the commands print)."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 
 from .coupling import layer_units_pruned
 from .patterns.base import get_pattern
+from .table import format_table
 
 
 @dataclass(frozen=True)
@@ -107,15 +108,8 @@ class SparsityReport:
         body.append(("total", "", f"{self.total_params:,}", f"{self.total_zeros:,}", f"{self.total_ratio:.2%}", "")
                     + units(sum(r.pruned_units for r in self.rows), sum(r.units for r in self.rows),
                             self.total_unit_ratio) + (("",) if noted else ()))
-        widths = [max(len(str(row[i])) for row in [head] + body) for i in range(len(head))]
         right = {2, 3, 4} | ({6} if counted else set())
-
-        def fmt(row):
-            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-
-        rule = "  ".join("-" * w for w in widths)
-        return "\n".join([fmt(head), rule] + [fmt(r) for r in body[:-1]] + [rule, fmt(body[-1])])
+        return format_table(head, body[:-1], right=right, footer=body[-1])
 
     def __repr__(self) -> str:
         return f"SparsityReport({len(self.rows)} layers, {self.total_ratio:.2%} sparse)"

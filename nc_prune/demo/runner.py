@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 
 from ..core.config import WeightPruningConfig, parse_pattern
-from ..cli import format_table
+from ..core.table import format_table
 from ..core.report import SparsityReport
 from ..progress import ProgressBar
 from .data import Digits, load_digits_split, steps_per_epoch

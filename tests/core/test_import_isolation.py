@@ -21,3 +21,9 @@ def test_import_pulls_in_no_framework(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == [], f"importing {module} loaded {loaded}"
+
+
+def test_the_demo_does_not_import_the_cli():
+    code = "import sys, nc_prune.demo.runner\nprint('nc_prune.cli' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
