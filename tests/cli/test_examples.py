@@ -26,6 +26,9 @@ EXPECTED = {
                               "pruning step 40 = Trainer global_step 40",
                               "the same weights, masks and step bit for bit: True",
                               "saved and reloaded with from_pretrained: 34,816 zeros"],
+    "ddp_pruning.py": ["total          6,400  3,072    48.00%           768/1,536 (50.0%)",
+                       "resumed at step 20, ended at step 40", "masks identical on all 2 ranks: True",
+                       "resumed run equals the uninterrupted run bit for bit: True"],
 }
 
 
