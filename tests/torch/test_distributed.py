@@ -323,7 +323,6 @@ def test_fsdp2_row_shards_must_hold_whole_blocks(ranks):
         assert e is not None and "layer '0': this rank holds rows" in e
         assert "of its (36, 16) weight, which cuts through the 4-row blocks of pattern '4x1'" in e
         assert "ceil(36 / world_size) divisible by 4" in e
-    model = nn.Sequential(nn.Linear(16, 36), nn.ReLU(), nn.Linear(36, 32), nn.ReLU(), nn.Linear(32, 4))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 36), nn.ReLU(), nn.Linear(36, 32), nn.ReLU(), nn.Linear(32, 4))
     single = prepare_pruning(model, config("magnitude", "2:4", "local"))
