@@ -39,6 +39,22 @@ def as_config(config: Union[WeightPruningConfig, Mapping[str, Any]]) -> WeightPr
     )
 
 
+def refuse_one_shot_only(groups: Sequence[Mapping[str, Any]], how: str) -> None:
+    """Refuse the groups whose pruner is one-shot only (:attr:`BasePruner.one_shot_only`) for training-time use.
+
+    ``how`` says what the user did (``"prepare_pruning(..., optimizer=...)"``); without this check such
+    a group would never prune and training would carry on dense without a word.
+    """
+    bad = [(i, g["pruning_type"]) for i, g in enumerate(groups) if get_pruner_class(g).one_shot_only]
+    if bad:
+        names = ", ".join(f"group {i} (pruning_type={t!r})" for i, t in bad)
+        raise ConfigError(
+            f"{names} prunes a trained model at once from calibration data and cannot prune during training, "
+            f"as {how} asks; prune one-shot with the torch backend's prepare_pruning(model, config, "
+            f"dataloader=calibration_batches), or pick a training-time pruning_type (e.g. 'snip_momentum')"
+        )
+
+
 class PruningSession:
     """Builds one pruner per group and forwards the callbacks to each.
 
@@ -89,19 +105,8 @@ class PruningSession:
         return all(p.is_done(self._step) for p in self.pruners)
 
     def check_training_time(self, how: str) -> None:
-        """Refuse one-shot-only groups (:attr:`BasePruner.one_shot_only`) for pruning that follows training.
-
-        ``how`` says what the user did (``"prepare_pruning(..., optimizer=...)"``); without this check such
-        a group would never prune and training would carry on dense without a word.
-        """
-        bad = [(i, p.config["pruning_type"]) for i, p in enumerate(self.pruners) if p.one_shot_only]
-        if bad:
-            names = ", ".join(f"group {i} (pruning_type={t!r})" for i, t in bad)
-            raise ConfigError(
-                f"{names} prunes a trained model at once from calibration data and cannot prune during training, "
-                f"as {how} asks; prune one-shot with the torch backend's prepare_pruning(model, config, "
-                f"dataloader=calibration_batches), or pick a training-time pruning_type (e.g. 'snip_momentum')"
-            )
+        """Refuse one-shot-only groups for pruning that follows training (see :func:`refuse_one_shot_only`)."""
+        refuse_one_shot_only([p.config for p in self.pruners], how)
 
     def layer_patterns(self) -> Dict[str, str]:
         return {name: p.config["pattern"] for p in self.pruners for name in p.modules}

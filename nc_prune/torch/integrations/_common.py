@@ -17,23 +17,9 @@ import torch
 from torch import nn
 
 from ...core.errors import ConfigError, PruningStateError
-from ...core.pruner import get_pruner_class
-from ...core.session import as_config
+from ...core.session import as_config, refuse_one_shot_only
 from ..layers import unwrap
 from ..pruning import TorchPruning, inner_optimizer, live_pruning, prepare_pruning
-
-
-def refuse_one_shot(config, owner: str) -> None:
-    """One-shot-only groups (``sparse_gpt``, ``wanda``, ``retrain_free``) cannot prune during training."""
-    bad = [(i, g["pruning_type"]) for i, g in enumerate(config.groups) if get_pruner_class(g).one_shot_only]
-    if bad:
-        names = ", ".join(f"group {i} (pruning_type={t!r})" for i, t in bad)
-        raise ConfigError(
-            f"{names} prunes a trained model at once from calibration data, so {owner} (which prunes while the "
-            f"framework trains) cannot run it: prune one-shot before or after training with "
-            f"nc_prune.torch.prepare_pruning(model, config, dataloader=calibration_batches), or give {owner} a "
-            f"training-time pruning_type (e.g. 'snip_momentum' or 'magnitude')"
-        )
 
 
 class PruningDriver:
@@ -43,7 +29,7 @@ class PruningDriver:
         self.config = as_config(config)
         self.owner = owner
         self._another_model_hint = another_model_hint
-        refuse_one_shot(self.config, owner)
+        refuse_one_shot_only(self.config.groups, f"{owner} (which prunes while the framework trains)")
         self._model: Optional[weakref.ReferenceType] = None
         self._bound_early = False
         self.pruning: Optional[TorchPruning] = None
