@@ -14,50 +14,29 @@
 # torchvision is needed on either side). Override the pins with TP_PINS / TP_TRANSFORMERS at your own risk.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=ref_env.sh
+source "$ROOT/benchmarks/ref_env.sh"
 ENV_DIR="${NC_PRUNE_TP_ENV:-$ROOT/benchmarks/.envs/tp}"
-PY="${PYTHON:-python3}"
-TORCH_PIN="torch==2.13.0"
 PINS="${TP_PINS:-torch-pruning==1.6.1}"
 TRANSFORMERS="${TP_TRANSFORMERS:-transformers==5.24.0}"
 STAMP="$ENV_DIR/.tp-installed"
 
-fail() { echo "[tp_env] cannot build $ENV_DIR: $*" >&2; exit 1; }
-
 if [ ! -f "$STAMP" ]; then
-  if [ ! -x "$ENV_DIR/bin/python" ]; then
-    echo "[tp_env] creating $ENV_DIR" >&2
-    "$PY" -m venv "$ENV_DIR" || fail "'$PY -m venv' failed"
-  fi
-  LOG="$ENV_DIR/pip-install.log"
-  echo "[tp_env] installing $TORCH_PIN (CPU) $PINS into $ENV_DIR (log: $LOG)" >&2
+  ref_env_create tp_env "$ENV_DIR"
   # shellcheck disable=SC2086
-  if ! "$ENV_DIR/bin/python" -m pip install "$TORCH_PIN" $PINS >"$LOG" 2>&1; then
-    grep -E "ERROR|conflict|requires|Cannot install|ResolutionImpossible|depends on" "$LOG" | tail -n 20 >&2 || tail -n 20 "$LOG" >&2
-    fail "pip could not install $TORCH_PIN $PINS (see above and $LOG)"
-  fi
-  echo "[tp_env] installing $TRANSFORMERS beside $TORCH_PIN" >&2
-  if ! "$ENV_DIR/bin/python" -m pip install "$TORCH_PIN" "$TRANSFORMERS" >>"$LOG" 2>&1; then
-    echo "[tp_env] $TRANSFORMERS could not be installed (see $LOG): Torch-Pruning will prune ResNet-50 only" >&2
-  fi
-  # pip must not have replaced torch, nor brought CUDA runtimes (nvidia-ml-py is only NVML's bindings).
-  "$ENV_DIR/bin/python" - <<'EOF' >&2 || fail "the installed environment failed its checks (see above)"
-import importlib.metadata as md, sys
-torch_v = md.version("torch")
-cuda = sorted(d.metadata["Name"] for d in md.distributions()
-              if d.metadata["Name"] and d.metadata["Name"].lower().startswith(("nvidia-", "triton"))
-              and d.metadata["Name"].lower() != "nvidia-ml-py")
-if not torch_v.startswith("2.13.0"):
-    sys.exit(f"[tp_env] torch is {torch_v}, not 2.13.0")
-if cuda:
-    sys.exit(f"[tp_env] CUDA packages were installed: {cuda}")
+  ref_env_pip $PINS || ref_env_fail "pip could not install $REF_TORCH_PIN $PINS (see above and $REF_LOG)"
+  ref_env_pip "$TRANSFORMERS" \
+    || echo "[tp_env] $TRANSFORMERS could not be installed (see $REF_LOG): Torch-Pruning will prune ResNet-50 only" >&2
+  ref_env_check '
+import importlib.metadata as md
 import torch, torch_pruning  # noqa: E401
 try:
     import transformers
     extra = f", transformers {transformers.__version__}"
 except ImportError:
     extra = ", no transformers"
-print(f"[tp_env] torch {torch.__version__}, torch-pruning {md.version('torch-pruning')}{extra}")
-EOF
+tp = md.version("torch-pruning")
+print(f"[tp_env] torch {torch.__version__}, torch-pruning {tp}{extra}")'
   touch "$STAMP"
 fi
 echo "$ENV_DIR/bin/python"
