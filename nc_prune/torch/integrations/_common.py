@@ -112,3 +112,19 @@ class PruningDriver:
             f"pruning's. Resume from a checkpoint so both counters agree, or strip(model) and use a new "
             f"{self.owner} to prune it anew"
         )
+
+
+class DrivenByPruning:
+    """What both callbacks expose of their driver: the config and the live pruning."""
+
+    _driver: PruningDriver
+
+    @property
+    def config(self):
+        """The :class:`~nc_prune.WeightPruningConfig` the callback prunes with."""
+        return self._driver.config
+
+    @property
+    def pruning(self) -> Optional[TorchPruning]:
+        """The model's :class:`~nc_prune.torch.TorchPruning`, or None before the callback has seen a model."""
+        return self._driver.pruning

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 from transformers import TrainerCallback
 
-from ..pruning import TorchPruning
-from ._common import PruningDriver
+from ._common import DrivenByPruning, PruningDriver
 
 _RESUME_HINT = ("Pass the callback when building the Trainer — Trainer(..., callbacks=[HFPruningCallback(config)]) — "
                 "rather than with trainer.add_callback() afterwards, so the model has its pruning buffers before "
                 "train(resume_from_checkpoint=...) loads the checkpoint")
 
 
-class HFPruningCallback(TrainerCallback):
+class HFPruningCallback(DrivenByPruning, TrainerCallback):
     """Prune a model while ``transformers.Trainer`` trains it: ``Trainer(..., callbacks=[HFPruningCallback(config)])``.
 
     At the end of ``Trainer.__init__`` the model is prepared for pruning (its mask, score and step buffers
@@ -42,14 +40,6 @@ class HFPruningCallback(TrainerCallback):
         self._driver = PruningDriver(config, "HFPruningCallback", another_model_hint=(
             ". Trainer(model_init=...) builds a new model at every train(), which one callback cannot follow: "
             "build the model yourself and pass Trainer(model=...)"))
-
-    @property
-    def config(self):
-        return self._driver.config
-
-    @property
-    def pruning(self) -> Optional[TorchPruning]:
-        return self._driver.pruning
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
         if model is not None:

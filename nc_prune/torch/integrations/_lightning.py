@@ -12,13 +12,12 @@ except ImportError:  # the standalone package
     from pytorch_lightning import Callback
 
 from ...core.errors import ConfigError, PruningStateError
-from ..pruning import TorchPruning
-from ._common import PruningDriver, inner_optimizer
+from ._common import DrivenByPruning, PruningDriver, inner_optimizer
 
 _RESUME_HINT = "Resume with trainer.fit(model, ckpt_path=...) on a Trainer built with this callback"
 
 
-class LightningPruningCallback(Callback):
+class LightningPruningCallback(DrivenByPruning, Callback):
     """Prune a ``LightningModule`` while Lightning trains it: ``Trainer(callbacks=[LightningPruningCallback(config)])``.
 
     At ``setup`` the module is prepared for pruning (its mask, score and step buffers are added before
@@ -49,14 +48,6 @@ class LightningPruningCallback(Callback):
         self._optimizer: Optional[torch.optim.Optimizer] = None
         self._handle: Any = None
         self._pending = False
-
-    @property
-    def config(self):
-        return self._driver.config
-
-    @property
-    def pruning(self) -> Optional[TorchPruning]:
-        return self._driver.pruning
 
     # ---- Lightning hooks ----------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
