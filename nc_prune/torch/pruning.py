@@ -139,6 +139,7 @@ class TorchPruning:
     """
 
     calibration: Optional[CalibrationReport] = None
+    _skipped = False  # this optimizer step is DCP's state-initialising one (see _is_state_init_step)
 
     def __init__(self, model: nn.Module, config, optimizer: Optional[torch.optim.Optimizer] = None, *,
                  process_group: Any = None, check_masks_across_ranks: bool = True) -> None:
@@ -263,7 +264,30 @@ class TorchPruning:
         return self.session.global_step
 
     # ---- optimizer hooks ---------------------------------------------------------------------
+    def _is_state_init_step(self, optimizer) -> bool:
+        """The step ``torch.distributed.checkpoint``'s ``get_state_dict(model, optimizer)`` takes on an optimizer
+        that has no state yet (``_init_optim_state``: every lr set to 0, every gradient set to zeros), so that its
+        state dict has entries to load into. No weight moves, so it is no training step: pruning neither counts
+        it nor prunes in it (else a resumed run would count one step more before loading, and a checkpoint taken
+        before the first step would spend pruning step 0 on zero gradients). Cheap: gradients are only looked
+        at when the optimizer is stateless and every lr is 0; under FSDP2 the ranks agree by one all_reduce."""
+        if optimizer.state or not all(float(g.get("lr", 1.0)) == 0.0 for g in optimizer.param_groups):
+            return False
+        zero = all(w.grad is not None and not bool(local(w.grad).any())
+                   for g in optimizer.param_groups for w in g["params"] if w.requires_grad)
+        if any(is_sharded(t.weight) for t in self._targets.values()) and \
+                distributed.active_group(self.process_group) is not False:
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(zero)], dtype=torch.int64)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.process_group)
+            zero = bool(flag)
+        return zero
+
     def _pre_step(self, optimizer, args, kwargs) -> None:
+        self._skipped = self._is_state_init_step(optimizer)
+        if self._skipped:
+            return
         self._structure.check()
         self._sync_step()
         self.session.on_step_begin()
@@ -283,6 +307,9 @@ class TorchPruning:
                                     when)
 
     def _post_step(self, optimizer, args, kwargs) -> None:
+        if self._skipped:
+            self._skipped = False
+            return
         self.session.on_after_optimizer_step()
         self.session.on_step_end()
         self._advance_step()

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from nc_prune import WeightPruningConfig
-from nc_prune.torch import prepare_pruning
+from nc_prune.torch import prepare_pruning, strip
 from nc_prune.torch.distributed import RankMismatchError, mask_checksums
 
 WORLD = 2
@@ -201,6 +201,59 @@ def _fsdp_scenarios(rank):
     return out
 
 
+def _full(t):
+    return t.full_tensor() if hasattr(t, "full_tensor") else t.clone()
+
+
+def _fsdp_state(model, opt, pruning):
+    """Everything a continuation depends on, as whole tensors: weights, masks, scores, momentum, step."""
+    layers = {n: getattr(model, n) for n in LAYERS}
+    return {"step": pruning.global_step,
+            "weights": [_full(p.detach()) for p in model.parameters()],
+            "masks": {n: _full(m.weight_prune_mask) for n, m in layers.items()},
+            "scores": {n: _full(m.weight_prune_score) for n, m in layers.items()},
+            "momentum": [_full(opt.state[p]["momentum_buffer"]) for p in model.parameters()]}
+
+
+def _fsdp_resume(rank, tmp):
+    """FSDP2 checkpoint with torch.distributed.checkpoint at step 3 (every rank writes its shards), loaded into
+    a new model, optimizer and pruning on every rank; then strip and the full state dict."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                         set_state_dict)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from nc_prune.torch import strip
+
+    mesh = init_device_mesh("cpu", (WORLD,))
+    path = os.path.join(tmp, "fsdp_dcp")
+    cfg = config("snip_momentum", "4x1", "global")
+    model = _fsdp_model(mesh)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruning = prepare_pruning(model, cfg, opt)
+    train(model, opt, 3, rank)
+    msd, osd = get_state_dict(model, opt)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=path)
+    out = {}
+    train(model, opt, STEPS - 3, rank, first=3)
+    out["straight"] = _fsdp_state(model, opt, pruning)
+
+    fresh = _fsdp_model(mesh)
+    opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    pruning2 = prepare_pruning(fresh, cfg, opt2)
+    state = dict(zip(("model", "optim"), get_state_dict(fresh, opt2)))  # steps the empty optimizer with lr=0
+    out["step_after_init"] = pruning2.global_step
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(fresh, opt2, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    out["resumed_at"] = pruning2.global_step
+    train(fresh, opt2, STEPS - 3, rank, first=3)
+    out["resumed"] = _fsdp_state(fresh, opt2, pruning2)
+    strip(fresh)
+    full = get_model_state_dict(fresh, options=StateDictOptions(full_state_dict=True))
+    out["stripped"] = {k: _full(v) for k, v in full.items()}
+    return out
+
+
 def _worker(rank, port, tmp):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -214,6 +267,7 @@ def _worker(rank, port, tmp):
         results["oneshot_ddp"] = _oneshot(rank, wrap=True)
         results["resume"] = _resume(rank, tmp)
         results["fsdp"] = _fsdp_scenarios(rank)
+        results["fsdp_resume"] = _fsdp_resume(rank, tmp)
     except Exception:
         results["crash"] = traceback.format_exc()
     finally:
@@ -228,13 +282,18 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def spawned(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("dist"))
     mp.spawn(_worker, args=(_free_port(), tmp), nprocs=WORLD, join=True)
     out = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(WORLD)]
     for r, res in enumerate(out):
         assert "crash" not in res, f"rank {r}:\n{res['crash']}"
-    return out
+    return out, tmp
+
+
+@pytest.fixture(scope="module")
+def ranks(spawned):
+    return spawned[0]
 
 
 def _same_masks(a, b):
@@ -356,3 +415,84 @@ def test_module_prefix_in_op_names_selects_the_inner_layers_without_touching_the
 def test_check_flag_must_be_a_bool():
     with pytest.raises(TypeError, match="check_masks_across_ranks must be True or False, got 'no'"):
         prepare_pruning(make_model(), WeightPruningConfig(), check_masks_across_ranks="no")
+
+
+# ---- FSDP2 checkpoint (torch.distributed.checkpoint), report, strip ---------------------------------------
+def _single_run(steps):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruning = prepare_pruning(model, config("snip_momentum", "4x1", "global"), opt)
+    train(model, opt, steps)
+    return model, pruning
+
+
+def test_fsdp2_dcp_resume_continues_bit_for_bit(ranks, spawned):
+    import torch.distributed.checkpoint as dcp
+
+    for r in ranks:
+        res = r["fsdp_resume"]
+        assert res["step_after_init"] == 0  # get_state_dict's lr=0 optimizer step is not counted
+        assert res["resumed_at"] == 3
+        a, b = res["straight"], res["resumed"]
+        assert a["step"] == b["step"] == STEPS
+        for key in ("masks", "scores"):
+            assert set(a[key]) == set(b[key]) == set(LAYERS)
+            assert all(torch.equal(a[key][n], b[key][n]) for n in LAYERS), key
+        for key in ("weights", "momentum"):
+            assert len(a[key]) == len(b[key]) == 6
+            assert all(torch.equal(x, y) for x, y in zip(a[key], b[key])), key
+        assert {n: int((~m).sum()) for n, m in b["masks"].items()} == {"0": 160, "2": 608}
+    # the checkpoint holds the pruning state, masks and scores in one chunk per rank (16 of the 32 rows each)
+    meta = dcp.FileSystemReader(os.path.join(spawned[1], "fsdp_dcp")).read_metadata().state_dict_metadata
+    for key in ("model.0.weight_prune_mask", "model.0.weight_prune_score", "model.2.weight_prune_mask"):
+        chunks = sorted((tuple(c.offsets), tuple(c.sizes)) for c in meta[key].chunks)
+        assert chunks[0][0][0] == 0 and chunks[1][0][0] == 16 and all(c[1][0] == 16 for c in chunks)
+    assert "model.nc_prune_step" in meta and "model.nc_prune_plan" in meta
+
+
+def test_fsdp2_strip_gives_the_single_process_model(ranks):
+    model, pruning = _single_run(STEPS)
+    masks = masks_of(model)
+    strip(model)
+    ref = model.state_dict()
+    assert sorted(ref) == ["0.bias", "0.weight", "2.bias", "2.weight", "4.bias", "4.weight"]
+    for r in ranks:
+        res = r["fsdp_resume"]
+        assert _same_masks(res["resumed"]["masks"], masks)
+        got = res["stripped"]
+        assert sorted(got) == sorted(ref)  # no mask, score, step or plan left
+        for k in ref:
+            assert torch.equal(got[k] == 0, ref[k] == 0), k
+            assert torch.allclose(got[k], ref[k], atol=1e-5), k
+        assert int((got["0.weight"] == 0).sum()) == 160 and int((got["2.weight"] == 0).sum()) == 608
+        plain = make_model()
+        plain.load_state_dict(got)  # loads into an unpruned copy of the architecture (strict)
+
+
+def test_dcp_state_init_step_is_not_a_pruning_step():
+    """get_state_dict(model, optimizer) on a fresh optimizer steps it once with lr=0 and zero gradients
+    (torch's _init_optim_state): with start_step=0 that step would otherwise prune on nothing and count."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cfg = WeightPruningConfig(pruning_type="magnitude", pattern="4x1", target_sparsity=0.5, pruning_scope="local",
+                              start_step=0, end_step=0, op_names=list(LAYERS))
+    pruning = prepare_pruning(model, cfg, opt)
+    before = [p.detach().clone() for p in model.parameters()]
+    get_state_dict(model, opt)
+    assert pruning.global_step == 0 and int(model.nc_prune_step) == 0
+    assert all(bool(m.all()) for m in pruning.masks.values())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert opt.param_groups[0]["lr"] == 0.1 and len(opt.state) == 6  # torch's step did run: momentum exists
+    train(model, opt, 1)  # the first real step is step 0 and prunes
+    assert pruning.global_step == 1
+    assert {n: int((~m).sum()) for n, m in pruning.masks.items()} == {"0": 256, "2": 512}
+
+
+def test_a_real_step_at_lr_zero_still_counts():
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    pruning = prepare_pruning(model, config("magnitude", "4x1", "local"), opt)
+    train(model, opt, 2)  # lr 0 (a warm-up) but real gradients: counted
+    assert pruning.global_step == 2
