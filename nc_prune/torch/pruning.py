@@ -33,7 +33,7 @@ from .calibration import Calibration, CalibrationReport, collect_inputs
 from . import distributed
 from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
-from .sharded import is_sharded, local
+from .sharded import is_sharded, local, sharded_report
 from .structure import find_couplings
 from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ReapplyMask, is_state_buffer,
                     plan_tensor, read_plan, report_from_state)
@@ -543,9 +543,24 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
     A model being pruned (or loaded from a checkpoint saved during pruning) carries its plan: then each
     pruned layer shows its pattern and pruned units, and each dense one why it is dense — the same table
     ``nc-prune report`` prints from the saved ``state_dict``.
+
+    On an FSDP2 model (``fully_shard``, DTensor weights) it is a collective: every rank counts the zeros and
+    pruned units of its own shards and one ``all_reduce`` sums them, so every rank returns the whole model's
+    report (call it on all ranks). No weight is gathered.
     """
     root = unwrap(model)
-    report = report_from_state(root.state_dict(keep_vars=True))
+    state = root.state_dict(keep_vars=True)
+    if any(is_sharded(v) for v in state.values()):  # FSDP2: counted on each rank's shards, summed over the ranks
+        plan = read_plan(state.get(PLAN_BUFFER))
+        if plan is None:
+            _, targets = find_targets(root)
+            plan = {}, {name: dict(_where(t), note="") for name, t in targets.items()}
+        layers, dense = plan
+        position = {k: i for i, k in enumerate(state)}
+        order = sorted({**dense, **layers}, key=lambda n: position[{**dense, **layers}[n]["key"]])
+        live = live_pruning(root)
+        return sharded_report(state, layers, dense, order, None if live is None else live.process_group)
+    report = report_from_state(state)
     if report is not None:
         return report
     _, targets = find_targets(root)

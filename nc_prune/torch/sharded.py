@@ -188,3 +188,58 @@ def sharded_masks(pattern: Pattern, scores: Mapping[str, np.ndarray], weights: M
     for n in scores:
         out.setdefault(n, np.ones(scores[n].shape, dtype=bool) if n not in pre else pre[n].copy())
     return out
+
+
+def sharded_report(state: Mapping[str, Any], layers: Mapping[str, Mapping[str, Any]],
+                   dense: Mapping[str, Mapping[str, Any]], order: Any, group: Any = None):
+    """The whole model's :class:`~nc_prune.core.report.SparsityReport` on every rank of an FSDP2 model.
+
+    ``state`` is the root's ``state_dict(keep_vars=True)`` (DTensor weights and masks), ``layers`` / ``dense``
+    its plan records, ``order`` the layer names in report order. Each rank counts the zeros of its own rows,
+    and the pruned units of its own mask rows (its rows hold whole units: :func:`check_geometry`); one
+    ``all_reduce`` of two integers per sharded layer sums them. Nothing is gathered: a rank reads its shard
+    only. A weight that is not sharded is counted whole by every rank and left out of the sum. Every rank
+    must call it (it is a collective), as for any FSDP2 state.
+    """
+    import torch.distributed as dist
+
+    from ..core.patterns.base import get_pattern
+    from ..core.report import LayerSparsity, SparsityReport
+
+    from .distributed import active_group
+    from .state import MASK_SUFFIX
+
+    records = {**dense, **layers}
+    counts = torch.zeros((len(order), 2), dtype=torch.int64)
+    sharded = torch.zeros(len(order), dtype=torch.bool)
+    facts = []
+    for i, name in enumerate(order):
+        record = records[name]
+        weight = state[record["key"]]
+        w = local(weight.detach())
+        counts[i, 0] = w.numel() - int(torch.count_nonzero(w))
+        sharded[i] = is_sharded(weight)
+        shape = tuple(weight.shape)
+        units = 0
+        if name in layers:
+            if record.get("layout") == "transposed":
+                raise ConfigError(f"layer {name!r} is stored transposed; a report of a sharded model reads "
+                                  f"canonical (out, in) weights only")
+            pattern = get_pattern({"pattern": record["pattern"]})
+            units = pattern.layer_units(name, shape).n_units
+            mask = local(state[record["key"] + MASK_SUFFIX]).detach().cpu().numpy()
+            if mask.shape[0]:
+                counts[i, 1] = int(np.count_nonzero(pattern.layer_units(name, mask.shape).already_pruned(mask)))
+        facts.append((name, shape, int(np.prod(shape)), units))
+    group_ = active_group(group)
+    if bool(sharded.any()) and group_ is not False:
+        part = torch.where(sharded[:, None], counts, torch.zeros_like(counts))
+        dist.all_reduce(part, op=dist.ReduceOp.SUM, group=group_)
+        counts = torch.where(sharded[:, None], part, counts)
+    rows = []
+    for (name, shape, params, units), (zeros, pruned) in zip(facts, counts.tolist()):
+        pattern = layers[name]["pattern"] if name in layers else "-"
+        note = "" if name in layers else dense[name].get("note", "")
+        rows.append(LayerSparsity(name, shape, params, int(zeros), pattern, note, units if name in layers else 0,
+                                  int(pruned)))
+    return SparsityReport(rows)

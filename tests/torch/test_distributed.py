@@ -223,7 +223,7 @@ def _fsdp_resume(rank, tmp):
                                                          set_state_dict)
     from torch.distributed.device_mesh import init_device_mesh
 
-    from nc_prune.torch import strip
+    from nc_prune.torch import sparsity_report, strip
 
     mesh = init_device_mesh("cpu", (WORLD,))
     path = os.path.join(tmp, "fsdp_dcp")
@@ -234,7 +234,7 @@ def _fsdp_resume(rank, tmp):
     train(model, opt, 3, rank)
     msd, osd = get_state_dict(model, opt)
     dcp.save({"model": msd, "optim": osd}, checkpoint_id=path)
-    out = {}
+    out = {"report_at_3": pruning.report().to_dict()}
     train(model, opt, STEPS - 3, rank, first=3)
     out["straight"] = _fsdp_state(model, opt, pruning)
 
@@ -248,6 +248,8 @@ def _fsdp_resume(rank, tmp):
     out["resumed_at"] = pruning2.global_step
     train(fresh, opt2, STEPS - 3, rank, first=3)
     out["resumed"] = _fsdp_state(fresh, opt2, pruning2)
+    out["report"] = pruning2.report().to_dict()
+    out["report_text"] = str(sparsity_report(fresh))
     strip(fresh)
     full = get_model_state_dict(fresh, options=StateDictOptions(full_state_dict=True))
     out["stripped"] = {k: _full(v) for k, v in full.items()}
@@ -467,6 +469,27 @@ def test_fsdp2_strip_gives_the_single_process_model(ranks):
         assert int((got["0.weight"] == 0).sum()) == 160 and int((got["2.weight"] == 0).sum()) == 608
         plain = make_model()
         plain.load_state_dict(got)  # loads into an unpruned copy of the architecture (strict)
+
+
+def test_fsdp2_report_counts_the_whole_model_on_every_rank(ranks):
+    single = {}
+    for steps in (3, STEPS):
+        _, pruning = _single_run(steps)
+        single[steps] = pruning.report().to_dict()
+    text = str(pruning.report())
+    assert "no op_names regex matches" in text
+    for r in ranks:
+        res = r["fsdp_resume"]
+        assert res["report_at_3"] == single[3]
+        assert res["report"] == single[STEPS]
+        layers = {row["name"]: row for row in res["report"]["layers"]}
+        assert [(n, row["shape"], row["params"], row["zeros"], row["units"], row["pruned_units"])
+                for n, row in layers.items()] == [("0", [32, 16], 512, 160, 128, 40),
+                                                  ("2", [32, 32], 1024, 608, 256, 152), ("4", [4, 32], 128, 0, 0, 0)]
+        assert res["report"]["total"]["params"] == 1664 and res["report"]["total"]["zeros"] == 768
+        at3 = {row["name"]: (row["zeros"], row["pruned_units"]) for row in res["report_at_3"]["layers"]}
+        assert at3 == {"0": (72, 18), "2": (244, 61), "4": (0, 0)}  # 316 zeros, 79 of 384 blocks at step 3
+        assert res["report_text"] == text  # sparsity_report(model) prints the same table, note included
 
 
 def test_dcp_state_init_step_is_not_a_pruning_step():
