@@ -15,7 +15,7 @@ from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from .callback import PruningCallback
 from .discovery import PrunableWeight, find_prunable_weights
-from .optimizer import JAX_UNSUPPORTED, PruningOptimizer
+from .optimizer import PruningOptimizer
 from .pruner import KerasBasePruner
 from .report import find_pruning_optimizer, planned_report, saved_plan
 
@@ -31,8 +31,6 @@ def _check_model(model: Any) -> None:
             + ("; tf_keras (Keras 2) models are not supported — build the model with Keras 3"
                if type(model).__module__.startswith("tf_keras") else "")
         )
-    if keras.backend.backend() == "jax":
-        raise PruningStateError(JAX_UNSUPPORTED)
     if not model.built or not model.trainable_variables:
         raise PruningStateError(
             f"model {model.name!r} has no weights yet; call it once on a batch (model(x)) so its layers build — "

@@ -66,6 +66,18 @@ class PruningCallback(keras.callbacks.Callback):
         optimizer._held.owner = self
         self._prepared_for = model
         self.set_model(model)
+        if keras.backend.backend() == "jax":
+            for p in session.pruners:
+                p.sync = self._sync
+
+    def _sync(self) -> None:
+        """On JAX, ``model.fit`` carries the variables' values outside them between steps; write them back before
+        the callback reads or sets any (the trainer then reads them again for the next step). A no-op when they are
+        current, and on the other backends."""
+        if keras.backend.backend() == "jax":
+            sync = getattr(self._prepared_for, "jax_state_sync", None)
+            if sync is not None:
+                sync()
 
     def set_model(self, model: keras.Model) -> None:
         """Keras hands the callback the model it trains; it must be the one the callback was prepared for."""
@@ -110,6 +122,7 @@ class PruningCallback(keras.callbacks.Callback):
                 f"model.compile(steps_per_execution={spe}) runs {spe} training steps per call, so the pruning "
                 f"callback cannot act between them; compile with steps_per_execution=1 while pruning"
             )
+        self._sync()
         self.optimizer.active = True
         self._exact = self._external or isinstance(getattr(self.model, "optimizer", None),
                                                    keras.optimizers.LossScaleOptimizer)
@@ -122,6 +135,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
+        self._sync()
         self._step = self.optimizer.prune_step
         self.session.on_epoch_begin(epoch)
 
@@ -132,11 +146,14 @@ class PruningCallback(keras.callbacks.Callback):
         ``fit``, whose steps with non-finite gradients are skipped (and not counted, as torch's GradScaler skips
         ``optimizer.step``)."""
         if self._exact or self._step is None:
+            self._sync()
             self._step = self.optimizer.prune_step
         return self._step
 
     def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
+        if self._external:
+            self._sync()
         if self._external and not self.optimizer.active:
             raise PruningStateError(
                 "call callback.on_train_begin() before the first training step of a custom loop (and "
@@ -152,6 +169,7 @@ class PruningCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         self._check_live()
         if self._exact:
+            self._sync()
             step = self.optimizer.prune_step - 1  # the step that just ran
             if self._step is not None and step < self._step:
                 return  # the loss scaler skipped it: nothing was applied, nothing is counted
@@ -169,6 +187,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Optional[dict] = None) -> None:
         self._check_live()
+        self._sync()
         self.optimizer.active = False
         self.session.on_train_end()
 
@@ -199,6 +218,7 @@ class PruningCallback(keras.callbacks.Callback):
         for i, p in enumerate(self._grad_pruners):
             want = p.in_window(step)
             if self._collecting[i] is not want:
+                self._sync()
                 for w in p.modules.values():
                     w.slot.collect.assign(want)
                 self._collecting[i] = want

@@ -16,6 +16,9 @@ wrapper. So ``model.save("x.keras")`` writes them and ``keras.models.load_model`
 ``nc_prune.keras`` imported — restores the wrapper with masks, scores and schedule position intact; the
 masks keep being applied even before a new callback is attached. ``strip()`` removes the wrapper.
 
+On JAX the same ``apply`` runs inside Keras's ``stateless_apply``: every state variable above belongs to the
+wrapper (its ``variables``), so JAX threads them through the compiled step like the inner optimizer's slots.
+
 The wrapper never decides *what* to prune: mask computation stays in the core, driven by the callback.
 """
 
@@ -32,17 +35,11 @@ from keras import ops
 from ..core.errors import ConfigError, PruningStateError
 
 
-JAX_UNSUPPORTED = (
-    "nc_prune does not prune on Keras's JAX backend yet: its training step is stateless (JAX threads the "
-    "variables through the compiled step), and the masks and scores the pruning callback sets between steps would "
-    "not reach it. Use KERAS_BACKEND=tensorflow or torch; a model saved there loads and trains on either"
-)
-
-
 def run_if(flag: Any, fn: Callable[[], None]) -> None:
     """``fn()`` where the bool variable ``flag`` is True, decided when the step runs — so flipping the flag never
-    retraces the compiled step. TensorFlow branches in the graph; the torch backend runs eagerly; elsewhere
-    ``fn`` runs every step (its updates are gated by the per-layer ``collect`` flags, so this costs time only)."""
+    retraces the compiled step. TensorFlow branches in the graph; the torch backend runs eagerly; on JAX ``fn``
+    runs every step (its updates are recorded by the stateless scope and gated by the per-layer ``collect``
+    flags, so this costs time only: a ``lax.cond`` cannot hold a stateless scope's assignments)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -59,9 +56,27 @@ def run_if(flag: Any, fn: Callable[[], None]) -> None:
         fn()
 
 
+def counter_dtype() -> str:
+    """``int64`` for step counters, or ``int32`` on JAX without ``jax_enable_x64`` (where int64 is truncated
+    with a warning at every use)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "int32"
+    return "int64"
+
+
+def value_of(x: Any) -> Any:
+    """A variable's current value (inside a stateless scope — JAX's training step — the traced one); anything
+    else as it is. JAX's ops take no ``keras.Variable``."""
+    return x.value if isinstance(x, keras.Variable) else x
+
+
 def masked(value: Any, mask: Any) -> Any:
     """``value`` with the entries where ``mask`` is False set to zero (keras.ops; any backend)."""
-    return ops.where(mask, value, ops.zeros_like(value))
+    value = value_of(value)
+    return ops.where(value_of(mask), value, ops.zeros_like(value))
 
 
 @dataclass(eq=False)
@@ -180,7 +195,7 @@ class PruningOptimizer(keras.optimizers.Optimizer):
             return
         var_list = list(var_list)
         slots = []
-        step = self.add_variable((), initializer="zeros", dtype="int64", name="prune_step")
+        step = self.add_variable((), initializer="zeros", dtype=counter_dtype(), name="prune_step")
         active = self.add_variable((), initializer="zeros", dtype="bool", name="prune_active")
         scoring = None
         if any(spec.get("score") for spec in self._held.specs):
@@ -195,7 +210,7 @@ class PruningOptimizer(keras.optimizers.Optimizer):
                                                name=_var_name(spec["name"], "score"))
                 slot.collect = self.add_variable((), initializer="zeros", dtype="bool",
                                                  name=_var_name(spec["name"], "collect"))
-                slot.seen = self.add_variable((), initializer="zeros", dtype="int64",
+                slot.seen = self.add_variable((), initializer="zeros", dtype=counter_dtype(),
                                               name=_var_name(spec["name"], "seen"))
             if spec.get("reg"):
                 slot.pending = self.add_variable(shape, initializer="zeros", dtype="float32",
@@ -274,8 +289,6 @@ class PruningOptimizer(keras.optimizers.Optimizer):
 
     # ---- the training step -------------------------------------------------------------------
     def apply(self, grads: Sequence[Any], trainable_variables: Optional[Sequence[Any]] = None) -> None:
-        if keras.backend.backend() == "jax":
-            raise PruningStateError(JAX_UNSUPPORTED)
         if not self.built:
             if trainable_variables is None:
                 raise PruningStateError("PruningOptimizer.apply needs trainable_variables on its first call")
@@ -291,20 +304,15 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         for s in self._held.slots:
             i = index[s.name]
             if s.pending is not None and i is not None and grads[i] is not None:
-                grads[i] = ops.add(grads[i], ops.cast(s.pending, grads[i].dtype))
-                s.pending.assign(ops.zeros_like(s.pending))
+                grads[i] = ops.add(grads[i], ops.cast(value_of(s.pending), grads[i].dtype))
+                s.pending.assign(ops.zeros_like(value_of(s.pending)))
         self.inner_optimizer.apply(grads, trainable_variables)
         self.apply_masks()
-        self._held.step.assign_add(ops.cast(self._held.active, "int64"))
-
-    def stateless_apply(self, optimizer_variables: Any, grads: Any, trainable_variables: Any) -> Any:
-        """JAX's training step; refused until the JAX backend is supported (masks would not reach it)."""
-        raise PruningStateError(JAX_UNSUPPORTED)
+        self._held.step.assign_add(ops.cast(value_of(self._held.active), self._held.step.dtype))
 
     def finalize_variable_values(self, var_list: Sequence[Any]) -> None:
         self.inner_optimizer.finalize_variable_values(var_list)
-        if keras.backend.backend() != "jax":  # on JAX training was refused (stateless_apply); nothing to keep
-            self.apply_masks()  # an EMA overwrite must not bring pruned weights back
+        self.apply_masks()  # an EMA overwrite must not bring pruned weights back
 
     def scale_loss(self, loss: Any) -> Any:
         return self.inner_optimizer.scale_loss(loss)

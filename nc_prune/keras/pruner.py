@@ -14,7 +14,7 @@ the first step, which the built-in criteria treat like ``None``).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import keras
@@ -22,7 +22,7 @@ from keras import ops
 
 from ..core.pruner import BasePruner
 from .discovery import PrunableWeight
-from .optimizer import masked
+from .optimizer import masked, value_of
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -41,8 +41,9 @@ class ScoreVariables(Mapping):
     "this criterion needs gradients" error still fires when no gradient ever arrived.
     """
 
-    def __init__(self, modules: Mapping[str, PrunableWeight]) -> None:
+    def __init__(self, modules: Mapping[str, PrunableWeight], touch: Any = None) -> None:
         self._modules = modules
+        self._touch = touch
         self.in_step = False
 
     def _slot(self, name: str):
@@ -53,7 +54,11 @@ class ScoreVariables(Mapping):
         slot = self._slot(name)
         if slot is None:
             return default
-        if self.in_step or int(to_numpy(slot.seen)) > 0:
+        if self.in_step:
+            return slot.score
+        if self._touch is not None:
+            self._touch()
+        if int(to_numpy(slot.seen)) > 0:
             return slot.score
         return default
 
@@ -67,8 +72,9 @@ class ScoreVariables(Mapping):
         slot = self._slot(name)
         if slot is None:
             raise KeyError(f"layer {name!r} keeps no gradient scores (its pruner's criterion does not need them)")
-        slot.score.assign(ops.where(slot.collect, ops.cast(value, "float32"), slot.score))
-        slot.seen.assign_add(ops.cast(slot.collect, "int64"))
+        collect = value_of(slot.collect)
+        slot.score.assign(ops.where(collect, ops.cast(value_of(value), "float32"), value_of(slot.score)))
+        slot.seen.assign_add(ops.cast(collect, slot.seen.dtype))
 
     def __iter__(self) -> Iterator[str]:
         return (n for n in self._modules if self.get(n) is not None)
@@ -103,23 +109,37 @@ class KerasBasePruner(BasePruner):
 
     def __init__(self, config, modules) -> None:
         super().__init__(config, modules)
-        self.scores = ScoreVariables(self.modules)
+        self.sync: Optional[Callable[[], None]] = None
+        self.scores = ScoreVariables(self.modules, self._touch)
         self.masks = MaskVariables(self.modules)
 
+    def _touch(self) -> None:
+        """Make the variables current before the host reads or writes them. On JAX, ``model.fit`` keeps the
+        training state outside the variables between steps; the callback's ``sync`` puts it back (and the trainer
+        reads the variables again before the next step), so it runs only at the steps where a pruner acts. Never
+        inside a training step (``scores.in_step``), where the variables are the traced state."""
+        sync = self.__dict__.get("sync")
+        if sync is not None and not self.scores.in_step:
+            sync()
+
     def _weight(self, name: str) -> Any:
+        self._touch()
         return self.modules[name].variable  # a keras.Variable: Python operators work on it on every backend
 
     def _grad(self, name: str) -> Any:
         return self.modules[name].grad
 
     def _to_canonical(self, name: str, value: Any) -> np.ndarray:
+        self._touch()
         return self.modules[name].layout.to_canonical(to_numpy(value))
 
     def _get_mask(self, name: str) -> np.ndarray:
+        self._touch()
         w = self.modules[name]
         return w.layout.to_canonical(to_numpy(w.slot.mask)).astype(bool, copy=False)
 
     def _set_mask(self, name: str, keep: np.ndarray) -> None:
+        self._touch()
         w = self.modules[name]
         w.slot.mask.assign(w.layout.from_canonical(np.asarray(keep, dtype=bool), w.native_shape))
 
@@ -129,18 +149,22 @@ class KerasBasePruner(BasePruner):
                 "not depend on the layer, leave it out with excluded_op_names or use pruning_type='magnitude'")
 
     def _get_state(self, name: str, key: str) -> np.ndarray:
+        self._touch()
         w = self.modules[name]
         return w.layout.to_canonical(to_numpy(w.slot.state[key]))
 
     def _set_state(self, name: str, key: str, value: np.ndarray) -> None:
+        self._touch()
         w = self.modules[name]
         variable = w.slot.state[key]
         variable.assign(w.layout.from_canonical(np.asarray(value), w.native_shape).astype(variable.dtype))
 
     def _apply_masks(self) -> None:
+        self._touch()
         for w in self.modules.values():
             w.variable.assign(masked(w.variable, w.slot.mask))
 
     def _add_to_grad(self, name: str, term: np.ndarray) -> None:
+        self._touch()
         w = self.modules[name]
         w.slot.pending.assign(w.layout.from_canonical(np.asarray(term), w.native_shape).astype(np.float32))

@@ -57,11 +57,13 @@ def fit(model, cb, x, y, epochs=1, batch_size=8):
 
 
 def canonical(cb, name):
+    cb._sync()  # on JAX, inside model.fit the variables are current only after a sync (a no-op elsewhere)
     w = cb.weights[name]
     return w.layout.to_canonical(np.asarray(w.variable.numpy()))
 
 
 def canonical_mask(cb, name):
+    cb._sync()
     w = cb.weights[name]
     return w.layout.to_canonical(np.asarray(w.slot.mask.numpy()))
 

@@ -1,4 +1,4 @@
-"""The same backend code on Keras's torch backend, in a subprocess (Keras picks its backend at import)."""
+"""The same backend code on Keras's JAX and torch backends, in subprocesses (Keras picks its backend at import)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+                    reason="spawns the other backends; run once, from the TensorFlow process")
 @pytest.mark.parametrize("backend", ["torch"])
 def test_backend_subset(backend, tmp_path):
     pytest.importorskip(backend)
@@ -35,43 +37,44 @@ def test_backend_subset(backend, tmp_path):
     }
 
 
-JAX_REFUSALS = r"""
-import json, sys, numpy as np, keras
-import nc_prune.keras as nk
-from nc_prune import WeightPruningConfig
-from nc_prune.core.errors import PruningStateError
-out = {}
-model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="fc"), keras.layers.Dense(4)])
-model.compile("sgd", "mse")
-try:
-    nk.prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", pattern="4x1", target_sparsity=0.5))
-except PruningStateError as exc:
-    out["prepare"] = str(exc)
-loaded = keras.models.load_model(sys.argv[1])  # saved mid-pruning on TensorFlow
-try:
-    loaded.fit(np.ones((8, 16), "float32"), np.ones((8, 4), "float32"), verbose=0)
-except PruningStateError as exc:
-    out["fit"] = str(exc)
-print(json.dumps(out))
-"""
+#: The backend-sensitive modules, run whole under each other backend (one pytest process per backend).
+BACKEND_MODULES = ["test_backend_fit.py", "test_training.py", "test_save_strip.py"]
 
 
-def test_the_jax_backend_is_refused_with_the_reason_until_it_is_supported(tmp_path):
-    pytest.importorskip("jax")
-    import keras
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+                    reason="spawns the other backends; run once, from the TensorFlow process")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_backend_sensitive_modules_pass_on(backend):
+    pytest.importorskip(backend)
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    here = ROOT / "tests" / "keras"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                          *[str(here / m) for m in BACKEND_MODULES]],
+                         capture_output=True, text=True, env=env, timeout=1200, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout.splitlines()[-1]
 
-    from nc_prune import WeightPruningConfig
-    from nc_prune.keras import prepare_pruning
-    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, name="fc"), keras.layers.Dense(4)])
-    model.compile("sgd", "mse")
-    cb = prepare_pruning(model, WeightPruningConfig(pruning_type="magnitude", pattern="4x1", target_sparsity=0.5))
-    model.fit(np.ones((8, 16), "float32"), np.ones((8, 4), "float32"), verbose=0, callbacks=[cb])
-    model.save(tmp_path / "mid.keras")
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run([sys.executable, "-c", JAX_REFUSALS, str(tmp_path / "mid.keras")], capture_output=True,
-                         text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout.strip().splitlines()[-1])
-    assert set(got) == {"prepare", "fit"}
-    for message in got.values():
-        assert "JAX backend" in message and "KERAS_BACKEND=tensorflow or torch" in message
+
+def test_the_same_weights_and_data_give_identical_masks_on_tensorflow_jax_and_torch(tmp_path):
+    masks = {}
+    for backend in ("tensorflow", "jax", "torch"):
+        pytest.importorskip(backend)
+        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+        out = tmp_path / f"{backend}.npz"
+        run = subprocess.run([sys.executable, str(ROOT / "tests" / "keras" / "backend_masks.py"), str(out)],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert run.returncode == 0, run.stderr[-4000:]
+        with np.load(out) as f:
+            assert str(f["backend"]) == backend
+            masks[backend] = {k: f[k] for k in f.files if k != "backend"}
+    tf_masks = masks["tensorflow"]
+    assert len(tf_masks) == 24
+    for backend in ("jax", "torch"):
+        assert sorted(masks[backend]) == sorted(tf_masks)
+        for key, mask in tf_masks.items():
+            np.testing.assert_array_equal(masks[backend][key], mask, err_msg=f"{backend}: {key}")
+    pruned = {case: sum(int((~m).sum()) for k, m in tf_masks.items() if k.startswith(case + "/"))
+              for case in {k.split("/")[0] for k in tf_masks}}
+    assert pruned == {"mixed_magnitude_4x1_global": 1024, "mixed_magnitude_2in4_local": 784,
+                      "mixed_magnitude_channelx1_local": 784, "mlp_snip_4x1_global": 768,
+                      "mlp_snip_momentum_1x1_global": 1075}

