@@ -1,9 +1,9 @@
-"""The callback without model.fit: a tf.GradientTape loop applying gradients with ``callback.optimizer``."""
+"""The callback without model.fit: a loop applying gradients with ``callback.optimizer`` — a tf.GradientTape in a
+tf.function on TensorFlow, jax.grad of ``stateless_call`` on JAX, autograd on torch (each backend's own way)."""
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from nc_prune.core.selection import count_for_ratio
 
@@ -13,22 +13,47 @@ CFG = dict(pruning_type="snip_momentum", pattern="4x1", target_sparsity=0.75, st
            pruning_frequency=2)
 
 
+def _train_step(model, opt, loss_fn):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return step
+    if backend == "jax":
+        import jax
+
+        def loss_of(trainable, non_trainable, xb, yb):
+            pred, _ = model.stateless_call(trainable, non_trainable, xb, training=True)
+            return loss_fn(yb, pred)
+
+        grad_fn = jax.grad(loss_of)
+
+        def step(xb, yb):
+            grads = grad_fn([v.value for v in model.trainable_variables],
+                            [v.value for v in model.non_trainable_variables], xb, yb)
+            opt.apply(grads, model.trainable_variables)
+        return step
+    import torch
+
+    def step(xb, yb):
+        model.zero_grad()
+        loss_fn(torch.from_numpy(yb), model(torch.from_numpy(xb), training=True)).backward()
+        with torch.no_grad():
+            opt.apply([v.value.grad for v in model.trainable_variables], model.trainable_variables)
+    return step
+
+
 def _custom_loop(model, cb, x, y, batch_size=8):
-    opt = cb.optimizer
-    loss_fn = keras.losses.MeanSquaredError()
-
-    @tf.function
-    def train_step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply(grads, model.trainable_variables)
-        return loss
-
+    step = _train_step(model, cb.optimizer, keras.losses.MeanSquaredError())
     cb.on_train_begin()
     for i in range(len(x) // batch_size):
         cb.on_train_batch_begin(i)
-        train_step(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size])
+        step(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size])
         cb.on_train_batch_end(i)
     cb.on_train_end()
 

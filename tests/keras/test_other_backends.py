@@ -37,8 +37,11 @@ def test_backend_subset(backend, tmp_path):
     }
 
 
-#: The backend-sensitive modules, run whole under each other backend (one pytest process per backend).
-BACKEND_MODULES = ["test_backend_fit.py", "test_training.py", "test_save_strip.py"]
+#: The backend-sensitive modules (training, save/strip, errors, custom loop), run whole under each other backend,
+#: one pytest process per backend; the whole suite runs on TensorFlow. The rest (layout, discovery, slim, report,
+#: doctests) is backend-independent numpy and Keras structure, or uses tf.GradientTape for its reference gradients.
+BACKEND_MODULES = ["test_backend_fit.py", "test_training.py", "test_save_strip.py", "test_errors.py",
+                   "test_custom_loop.py"]
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
