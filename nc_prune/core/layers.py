@@ -6,9 +6,9 @@
 2. ``op_names``: regexes searched in the layer name (``re.search``); an empty list takes every candidate.
 3. ``excluded_op_names``: regexes that remove layers again.
 4. The classifier head — the last linear layer of the model — is left out unless named on purpose: an
-   ``op_names`` regex matches its whole name and no other layer's (``"lm_head"``, not ``".*"``). As the
-   reader of a coupled unit (the filters of the last conv, read by the classifier after pooling) it still
-   loses that unit's input columns; its outputs are never pruned.
+   ``op_names`` regex matches its whole name and no other layer's (``"lm_head"``, not ``".*"``). With
+   ``parameters={"coupled": True}`` it may join a coupled unit as its reader (the filters of the last conv,
+   read by the classifier after pooling) and lose that unit's input columns; its outputs are never pruned.
 5. A frozen weight (``requires_grad=False`` / ``trainable=False``) and a weight shared with another module
    (tied embeddings, one Parameter used twice) are left out, with the reason, unless named on purpose in
    the same way: then it is pruned on purpose, once.
@@ -166,14 +166,17 @@ def plan_layers(layers: Sequence[LayerInfo], groups: Sequence[Mapping], coupling
         offered = couplings(group) if callable(couplings) else couplings
         named_here = _singled_out(layers, group)
 
+        asked_to_couple = group.get("parameters", {}).get("coupled") is True
+
         def kept_out(layer_name: str, coupling) -> bool:  # excluded, frozen or shared: never pulled in as a partner
             layer = by_name[layer_name]
             if any(re.search(p, layer_name) for p in group["excluded_op_names"]):
                 return True
-            # the head only as a writer of the unit: as its reader it loses the unit's input columns, its
-            # outputs stay whole (the channels feeding a classifier go, as they do in every channel pruner)
-            writes = any(s.layer == layer_name and s.axis == "out" for s in coupling.slices)
-            return layer_name not in named_here and ((layer_name == head and writes) or not layer.trainable
+            # with coupled=True the head may join as a unit's reader: it loses the unit's input columns, its
+            # outputs stay whole (the channels feeding a classifier go, as in every channel pruner); by default
+            # it is left dense, as INC leaves it
+            reads_only = asked_to_couple and all(s.axis == "in" for s in coupling.slices if s.layer == layer_name)
+            return layer_name not in named_here and ((layer_name == head and not reads_only) or not layer.trainable
                                                      or bool(layer.shared_with))
 
         mine = [c for c in offered if pattern.prunes_coupling(c, names) and all(l in by_name for l in c.layers)

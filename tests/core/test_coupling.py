@@ -105,12 +105,14 @@ def test_channel_couplings_join_a_group_only_as_the_config_asks():
     # ... unless asked, and never without being asked
     assert plan(pattern="channelx1", op_names=["up", "down"], parameters={"coupled": True})[1] == ["b channels"]
     assert plan(pattern="channelx1", op_names=["down"], parameters={"coupled": False})[1] == []
-    # the classifier head joins as a reader (it loses the pruned channels' input columns, its outputs stay) ...
-    names, used, decisions = plan(pattern="1xchannel", op_names=["down"])
+    # the classifier head stays dense by default, as INC leaves it ...
+    assert plan(pattern="1xchannel", op_names=["down"])[1] == []
+    # ... with coupled=True it joins as a reader (it loses the pruned channels' input columns, its outputs stay) ...
+    names, used, decisions = plan(pattern="1xchannel", op_names=["down"], parameters={"coupled": True})
     assert names == ["b.down", "head"] and used == ["head reads"]
     assert decisions["head"].reason == "coupled with head reads"
     # ... but never as a writer of a unit
     head_writes = Coupling("head writes", "channel", 2, (Slice("head", "out"), Slice("b.up", "in", 2)))
     p = plan_layers(layers, WeightPruningConfig(pruning_type="magnitude", target_sparsity=0.5, pattern="channelx1",
-                                                op_names=["up"]).groups, [head_writes])
+                                                op_names=["up"], parameters={"coupled": True}).groups, [head_writes])
     assert p.couplings[0] == [] and p.decisions["head"].group is None
