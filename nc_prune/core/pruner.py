@@ -30,6 +30,27 @@ from .schedulers import Scheduler, get_scheduler
 logger = logging.getLogger(__name__)
 
 
+class StepCounter:
+    """The step counter: optimizer steps seen so far, kept in one place.
+
+    A :class:`~nc_prune.core.session.PruningSession` owns one and hands it to each of its pruners, which read
+    it through :attr:`BasePruner.global_step` and never keep a count of their own: the session alone advances
+    it (once per ``on_step_end``). A backend passes a subclass that reads and writes the step where the model
+    stores it — torch: the model's ``nc_prune_step`` buffer (:class:`nc_prune.torch.state.ModelStep`) — so
+    loading a checkpoint sets the one count every object reads, and no copy is left behind to go stale. A
+    pruner built alone gets a counter of its own and advances it itself.
+    """
+
+    def __init__(self, value: int = 0) -> None:
+        self._value = int(value)
+
+    def get(self) -> int:
+        return self._value
+
+    def set(self, value: int) -> None:
+        self._value = int(value)
+
+
 class BasePruner:
     """Prunes one group of layers (INC's ``BasePruner``).
 
@@ -45,7 +66,9 @@ class BasePruner:
         pattern: the :class:`~nc_prune.core.patterns.base.Pattern` that splits weights into units.
         scheduler: the :class:`~nc_prune.core.schedulers.Scheduler` giving the target at each step.
         current_sparsity_ratio: fraction of masked weights after the latest mask update.
-        global_step: optimizer steps seen so far.
+        global_step: optimizer steps seen so far, read from :attr:`step_counter` (the session's, when a
+            session drives the pruner).
+        step_counter: the :class:`StepCounter` this pruner reads its step from.
         start_step: first pruning step.
         end_step: last step of the pruning window.
         pruning_frequency: steps between two mask updates.
@@ -80,7 +103,8 @@ class BasePruner:
         self.criterion = CRITERIA.get(criterion)(cfg) if criterion else None
         self.reg = REGULARIZERS.get(cfg["reg_type"])(cfg, self.pattern) if cfg["reg_type"] else None
         self.current_sparsity_ratio = 0.0
-        self.global_step = 0
+        self.step_counter: StepCounter = StepCounter()
+        self._owns_step = True  # False once a session shares its counter: the session advances it
         self.start_step: int = cfg["start_step"]
         self.end_step: int = cfg["end_step"]
         self.pruning_frequency: int = cfg["pruning_frequency"]
@@ -144,6 +168,20 @@ class BasePruner:
         """Store the layer's :attr:`LAYER_STATE` entry ``key`` (canonical numpy)."""
         self.__dict__.setdefault("_layer_state", {}).setdefault(name, {})[key] = np.asarray(value)
 
+    # ---- step ----------------------------------------------------------------------------------
+    @property
+    def global_step(self) -> int:
+        return self.step_counter.get()
+
+    @global_step.setter
+    def global_step(self, value: int) -> None:
+        self.step_counter.set(value)
+
+    def share_step(self, counter: StepCounter) -> None:
+        """Read the step from ``counter`` (a session's), which its owner advances: ``on_step_end`` no longer
+        counts."""
+        self.step_counter, self._owns_step = counter, False
+
     # ---- schedule ------------------------------------------------------------------------------
     @property
     def needs_grad(self) -> bool:
@@ -196,7 +234,8 @@ class BasePruner:
         self._apply_masks()
 
     def on_step_end(self) -> None:
-        self.global_step += 1
+        if self._owns_step:  # a session's pruners share its counter, which the session advances once
+            self.global_step += 1
 
     def on_epoch_end(self) -> None:
         pass

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type,
 from .config import WeightPruningConfig
 from .errors import ConfigError, ConfigTypeError
 from .layers import LayerInfo, LayerPlan, plan_layers
-from .pruner import BasePruner, get_pruner_class
+from .pruner import BasePruner, StepCounter, get_pruner_class
 
 _COMPOSED: Dict[tuple, type] = {}
 
@@ -69,11 +69,14 @@ class PruningSession:
         glue: the backend's ``BasePruner`` subclass implementing the framework methods.
         couplings: units spanning layers the backend found (heads, FFN channels), or a function of a group
             config giving them; see :func:`~nc_prune.core.layers.plan_layers`.
+        step_counter: where the step is kept (default: in memory). The session and every pruner read this one
+            counter; only :meth:`on_step_end` (and the :attr:`global_step` setter) change it.
     """
 
     def __init__(self, config, layers: Sequence[LayerInfo],
                  make_modules: Callable[[List[LayerInfo]], Dict[str, Any]], glue: Type[BasePruner],
-                 couplings: Any = ()) -> None:
+                 couplings: Any = (), step_counter: Optional[StepCounter] = None) -> None:
+        self.step_counter: StepCounter = StepCounter() if step_counter is None else step_counter
         self.config = as_config(config)
         groups = self.config.groups
         self.layer_plan: LayerPlan = plan_layers(layers, groups, couplings)
@@ -83,26 +86,25 @@ class PruningSession:
             pruner = cls(group, make_modules(plan))
             pruner.couplings = list(coupled)
             pruner.pattern.couple(coupled)
+            pruner.share_step(self.step_counter)
             self.pruners.append(pruner)
-        self._step = 0
 
-    # ---- the step counter is the session's; pruners follow it -----------------------------
+    # ---- the step counter: one, shared by the pruners ---------------------------------------
     @property
     def global_step(self) -> int:
-        return self._step
+        return self.step_counter.get()
 
     @global_step.setter
     def global_step(self, value: int) -> None:
-        self._step = int(value)
-        for p in self.pruners:
-            p.global_step = self._step
+        self.step_counter.set(value)
 
     @property
     def needs_grad(self) -> bool:
         return any(p.needs_grad for p in self.pruners)
 
     def is_done(self) -> bool:
-        return all(p.is_done(self._step) for p in self.pruners)
+        step = self.global_step
+        return all(p.is_done(step) for p in self.pruners)
 
     def check_training_time(self, how: str) -> None:
         """Refuse one-shot-only groups for pruning that follows training (see :func:`refuse_one_shot_only`)."""
@@ -135,7 +137,7 @@ class PruningSession:
     def on_step_end(self) -> None:
         for p in self.pruners:
             p.on_step_end()
-        self._step += 1
+        self.step_counter.set(self.step_counter.get() + 1)
 
     def on_epoch_end(self) -> None:
         for p in self.pruners:

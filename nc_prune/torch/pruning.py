@@ -35,8 +35,8 @@ from .layers import TorchTarget, find_targets, unwrap
 from .pruner import PytorchBasePruner, zero_masked
 from .sharded import is_sharded, local, sharded_report
 from .structure import find_couplings
-from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ReapplyMask, is_state_buffer,
-                    plan_tensor, read_plan, report_from_state)
+from .state import (MASK_SUFFIX, PLAN_BUFFER, REPLAN, STEP_BUFFER, CheckRecords, ModelStep, ReapplyMask,
+                    is_state_buffer, plan_tensor, read_plan, report_from_state)
 
 # model → its live TorchPruning. The value is a weak reference: a strong one would keep every prepared model
 # alive for good (the pruning object holds its model), and the optimizer's step hooks keep a pruning that is
@@ -169,8 +169,10 @@ class TorchPruning:
                     found[mode] = find_couplings(root, targets, mode)
                 return found[mode]
 
+            # the step lives in the model's nc_prune_step buffer; the session and its pruners read it there
+            self._step = ModelStep(root)
             self.session = PruningSession(self.config, infos, lambda plan: {l.name: targets[l.name] for l in plan},
-                                          PytorchBasePruner, couplings)
+                                          PytorchBasePruner, couplings, step_counter=self._step)
             self.pruners: List[PytorchBasePruner] = self.session.pruners  # type: ignore[assignment]
             self._targets = {name: targets[name] for p in self.pruners for name in p.modules}
             self._all_targets = targets
@@ -238,28 +240,25 @@ class TorchPruning:
         if root._buffers.get(STEP_BUFFER) is None:
             device = next(iter(self._targets.values())).weight.device
             root.register_buffer(STEP_BUFFER, torch.zeros((), dtype=torch.int64, device=device), persistent=True)
-        self._seen_version = -1
+        self._seen_writes = -1
         self._sync_step()
 
     def _sync_step(self) -> None:
-        """Adopt the step from the buffer when something (``load_state_dict``) wrote to it."""
-        buf = self._root._buffers[STEP_BUFFER]
-        if buf._version != self._seen_version:
-            self.session.global_step = int(buf)
+        """Re-read the score buffers when something else (``load_state_dict``, ``dcp.load``) wrote the step
+        buffer: a checkpoint was loaded, and its scores come with its step. The step itself needs no copying:
+        every object reads it from the buffer (:class:`~nc_prune.torch.state.ModelStep`)."""
+        self._step.get()
+        if self._step.outside_writes != self._seen_writes:
             for p in self.pruners:
                 for name in p.modules:
                     if p.needs_grad:
                         score = local(p._buffer(name, "score"))
                         p.scores[name] = score if bool(score.any()) else None
-            self._seen_version = buf._version
-
-    def _advance_step(self) -> None:
-        buf = self._root._buffers[STEP_BUFFER]
-        buf.fill_(self.session.global_step)
-        self._seen_version = buf._version
+            self._seen_writes = self._step.outside_writes
 
     @property
     def global_step(self) -> int:
+        """Optimizer steps pruning has seen: the model's ``nc_prune_step`` buffer."""
         self._sync_step()
         return self.session.global_step
 
@@ -312,7 +311,6 @@ class TorchPruning:
             return
         self.session.on_after_optimizer_step()
         self.session.on_step_end()
-        self._advance_step()
 
     # ---- INC callbacks (manual mode) -------------------------------------------------------------
     def _manual(self, what: str) -> None:
@@ -354,7 +352,6 @@ class TorchPruning:
     def on_step_end(self) -> None:
         self._manual("on_step_end")
         self.session.on_step_end()
-        self._advance_step()
 
     def on_epoch_end(self) -> None:
         self.session.on_epoch_end()
@@ -423,7 +420,6 @@ class TorchPruning:
             self.calibration = calibration.run(dataloader)
         self._check_ranks(" after one-shot pruning")
         self.session.global_step = max(p.scheduler.last_pruning_step() + 1 for p in self.pruners)
-        self._advance_step()
 
     def _accumulate_scores(self, dataloader, loss_func, max_batches) -> None:
         was_training = self.model.training

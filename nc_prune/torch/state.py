@@ -24,6 +24,7 @@ from torch import nn
 
 from ..core import records
 from ..core.errors import warn_user
+from ..core.pruner import StepCounter
 
 MASK_SUFFIX = "_prune_mask"
 SCORE_SUFFIX = "_prune_score"
@@ -69,6 +70,45 @@ def report_from_state(state: Mapping[str, torch.Tensor], prefix: str = ""):
     position = {k: i for i, k in enumerate(state)}
     order = sorted(weights, key=lambda n: position[prefix + {**dense, **layers}[n]["key"]])
     return records.report({n: weights[n] for n in order}, layers, dense, masks)
+
+
+class ModelStep(StepCounter):
+    """The step counter of a pruning session, stored in the model: the root's ``nc_prune_step`` buffer.
+
+    The buffer is the one place the step lives; the session and its pruners read it through this counter
+    (see :class:`~nc_prune.core.pruner.StepCounter`), so a ``load_state_dict`` / ``dcp.load`` / DDP buffer
+    broadcast that writes the buffer is the step everything uses next, with nothing to copy back. Reading
+    costs a dict lookup and a version check: the value is re-read from the tensor (``int(buf)``, a device
+    sync on an accelerator) only when something else wrote it or put a new tensor in its place (``.to()``).
+    :attr:`outside_writes` counts those, for state that must be re-read with it (scores). Once the buffer is
+    gone (``strip``), the last value is kept.
+    """
+
+    def __init__(self, root: nn.Module) -> None:
+        super().__init__()
+        self._root = root
+        self._seen: Optional[torch.Tensor] = None
+        self._seen_version = -1
+        #: How many times the buffer was found written by something other than :meth:`set`.
+        self.outside_writes = 0
+
+    def _buffer(self) -> Optional[torch.Tensor]:
+        return self._root._buffers.get(STEP_BUFFER)
+
+    def get(self) -> int:
+        buf = self._buffer()
+        if buf is not None and (buf is not self._seen or buf._version != self._seen_version):
+            self._value = int(buf)
+            self._seen, self._seen_version = buf, buf._version
+            self.outside_writes += 1
+        return self._value
+
+    def set(self, value: int) -> None:
+        self._value = int(value)
+        buf = self._buffer()
+        if buf is not None:
+            buf.fill_(self._value)
+            self._seen, self._seen_version = buf, buf._version
 
 
 def _split(key: str) -> Tuple[str, str]:

@@ -519,3 +519,27 @@ def test_a_real_step_at_lr_zero_still_counts():
     pruning = prepare_pruning(model, config("magnitude", "4x1", "local"), opt)
     train(model, opt, 2)  # lr 0 (a warm-up) but real gradients: counted
     assert pruning.global_step == 2
+
+
+def test_the_model_step_buffer_is_the_one_step_counter():
+    """The session and every pruner read the step from the model's nc_prune_step buffer: a load_state_dict
+    (no pruning hook runs) is the step all of them use next, and the run goes on as the uninterrupted one."""
+    import copy
+
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruning = prepare_pruning(model, config("snip_momentum", "4x1", "global"), opt)
+    train(model, opt, 3)
+    saved = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict()})
+    train(model, opt, 4, first=3)
+    assert {id(p.step_counter) for p in pruning.pruners} == {id(pruning.session.step_counter)}
+    assert int(model.nc_prune_step) == pruning.session.global_step == pruning.pruners[0].global_step == 7
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    assert pruning.session.global_step == pruning.pruners[0].global_step == 3
+    assert pruning.pruners[0].is_pruning_step() and not pruning.session.is_done()  # 3: a pruning step (1, 3, 5)
+    train(model, opt, 4, first=3)
+    straight = single_process("snip_momentum", "4x1", "global")
+    assert pruning.global_step == straight["step"] == 7
+    assert _same_masks(masks_of(model), straight["masks"])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), straight["weights"]))
