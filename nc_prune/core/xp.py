@@ -108,3 +108,22 @@ class NumpyOps:
     @staticmethod
     def item(a) -> float:
         return float(a)
+
+    # ---- score updates (``Criterion.update``): plain expressions here; ``out`` is where a namespace that
+    # writes in place (torch) puts the result, and numpy ignores it, so its results are what ``score`` gives
+    @staticmethod
+    def abs(a, out=None):
+        return abs(a)
+
+    @staticmethod
+    def abs_mul(a, b, out=None):
+        return abs(a * b)
+
+    @staticmethod
+    def scale(a, s: float, out=None):
+        return a * s
+
+    @staticmethod
+    def scale_add(a, s: float, b, out=None):
+        """``a * s + b``."""
+        return a * s + b

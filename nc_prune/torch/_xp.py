@@ -70,5 +70,39 @@ class TorchOps:
     def item(a) -> float:
         return float(a)
 
+    # ---- score updates: the same values as NumpyOps' expressions, written into ``out`` in place when given.
+    # An ``out`` of another dtype (a float16 score buffer of float32 weights) gets the result rounded once,
+    # as a copy of the expression's value would.
+    @staticmethod
+    def abs(a: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if out is None:
+            return a.abs()
+        if out.dtype == a.dtype:
+            return torch.abs(a, out=out)
+        return out.copy_(a.abs())
+
+    @staticmethod
+    def abs_mul(a: torch.Tensor, b: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if out is not None and out.dtype == torch.result_type(a, b):
+            return torch.mul(a, b, out=out).abs_()
+        t = torch.mul(a, b).abs_()
+        return t if out is None else out.copy_(t)
+
+    @staticmethod
+    def scale(a: torch.Tensor, s: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if out is a:
+            return a.mul_(s)
+        t = a * s
+        return t if out is None else out.copy_(t)
+
+    @staticmethod
+    def scale_add(a: torch.Tensor, s: float, b: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``a * s + b``; with ``out=a``, ``a.mul_(s).add_(b)``: ``a * s`` rounds to ``a``'s dtype as the
+        expression does, then the sum is computed in the promoted dtype and rounded once into ``a``."""
+        if out is a:
+            return a.mul_(s).add_(b)
+        t = a * s + b
+        return t if out is None else out.copy_(t)
+
 
 register_namespace("torch", TorchOps)
