@@ -21,7 +21,8 @@ Nothing runs when ``torch.distributed`` is not initialized or the group has one 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +37,47 @@ _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64: multiply
 
 class RankMismatchError(PruningStateError):
     """The ranks of a distributed run hold different masks for a layer."""
+
+
+# ---- what nc_prune sends: bytes per collective ---------------------------------------------------------
+class CollectiveLog:
+    """Bytes nc_prune passed to ``torch.distributed`` collectives (per rank, the tensors it handed in) while a
+    :func:`count_collectives` block ran: ``bytes[op]`` and ``calls[op]`` for ``all_reduce`` / ``all_gather``."""
+
+    def __init__(self) -> None:
+        self.bytes: Dict[str, int] = {}
+        self.calls: Dict[str, int] = {}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+
+_LOGS: List[CollectiveLog] = []
+
+
+@contextmanager
+def count_collectives() -> Iterator[CollectiveLog]:
+    """Count what nc_prune's own collectives send inside the block (e.g. one mask update), on this rank.
+
+    Only nc_prune's call sites report (each calls :func:`note`); ``torch.distributed`` is not wrapped, so the
+    gradients DDP or FSDP reduce are not in it.
+    """
+    log = CollectiveLog()
+    _LOGS.append(log)
+    try:
+        yield log
+    finally:
+        _LOGS.remove(log)
+
+
+def note(op: str, *tensors: Any) -> None:
+    """Record a collective about to run on ``tensors`` (a no-op outside :func:`count_collectives`)."""
+    if _LOGS:
+        size = sum(int(t.numel()) * t.element_size() for t in tensors)
+        for log in _LOGS:
+            log.bytes[op] = log.bytes.get(op, 0) + size
+            log.calls[op] = log.calls.get(op, 0) + 1
 
 
 def active_group(process_group: Any = None) -> Optional[Any]:
@@ -133,6 +175,7 @@ def check_masks(masks: Mapping[str, torch.Tensor], process_group: Any = None, wh
     names = list(masks)
     local = mask_checksums([masks[n] for n in names])
     both = torch.cat([local, -local], dim=1)
+    note("all_reduce", both)
     dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
     high, low = both[:, :2], -both[:, 2:]
     bad = [i for i in range(len(names)) if not torch.equal(high[i], low[i])]
@@ -162,6 +205,7 @@ def average_(tensors: Iterable[Optional[torch.Tensor]], process_group: Any = Non
     world = dist.get_world_size(group)
     for t in tensors:
         if t is not None:
+            note("all_reduce", t)
             dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
             t.div_(world)
 
@@ -176,7 +220,9 @@ def sum_stats_(stats: Iterable[Any], process_group: Any = None) -> None:
         return
     for s in stats:
         tokens = torch.tensor([s.tokens], dtype=torch.int64)
+        note("all_reduce", tokens)
         dist.all_reduce(tokens, group=group)
         for a in s.arrays():
+            note("all_reduce", a)
             dist.all_reduce(a, op=dist.ReduceOp.SUM, group=group)
         s.tokens = int(tokens)

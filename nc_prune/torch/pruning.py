@@ -279,6 +279,7 @@ class TorchPruning:
             import torch.distributed as dist
 
             flag = torch.tensor([int(zero)], dtype=torch.int64)
+            distributed.note("all_reduce", flag)
             dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.process_group)
             zero = bool(flag)
         return zero

@@ -94,8 +94,11 @@ def check_geometry(pattern: Pattern, name: str, weight: Any, transposed: bool) -
 def _sum(group: Any):
     import torch.distributed as dist
 
+    from .distributed import note
+
     def reduce(counts: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int64))
+        note("all_reduce", t)
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
         return t.numpy()
     return reduce
@@ -110,6 +113,8 @@ def sharded_masks(pattern: Pattern, scores: Mapping[str, np.ndarray], weights: M
     whole shapes and this rank's rows). Every rank must call this with the same layers, in the same order.
     """
     import torch.distributed as dist
+
+    from .distributed import note
 
     if not 0.0 <= float(target) <= 1.0:
         raise ConfigError(f"target sparsity {target!r} is outside [0, 1]")
@@ -171,6 +176,7 @@ def sharded_masks(pattern: Pattern, scores: Mapping[str, np.ndarray], weights: M
                         int(np.count_nonzero(local_units[n] == c.value))] for n, c in zip(names, cuts)],
                       dtype=torch.int64)
     every = [torch.zeros_like(eq) for _ in range(dist.get_world_size(group))]
+    note("all_gather", eq)
     dist.all_gather(every, eq, group=group)
     out: Dict[str, np.ndarray] = {}
     for i, (n, c) in enumerate(zip(names, cuts)):
@@ -206,7 +212,7 @@ def sharded_report(state: Mapping[str, Any], layers: Mapping[str, Mapping[str, A
     from ..core.patterns.base import get_pattern
     from ..core.report import LayerSparsity, SparsityReport
 
-    from .distributed import active_group
+    from .distributed import active_group, note
     from .state import MASK_SUFFIX
 
     records = {**dense, **layers}
@@ -234,6 +240,7 @@ def sharded_report(state: Mapping[str, Any], layers: Mapping[str, Mapping[str, A
     group_ = active_group(group)
     if bool(sharded.any()) and group_ is not False:
         part = torch.where(sharded[:, None], counts, torch.zeros_like(counts))
+        note("all_reduce", part)
         dist.all_reduce(part, op=dist.ReduceOp.SUM, group=group_)
         counts = torch.where(sharded[:, None], part, counts)
     rows = []

@@ -256,6 +256,21 @@ def _fsdp_resume(rank, tmp):
     return out
 
 
+def _fsdp_comm(rank):
+    """Bytes nc_prune hands to collectives in one global FSDP2 mask update (count_collectives)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from nc_prune.torch.distributed import count_collectives
+
+    pruning = prepare_pruning(_fsdp_model(init_device_mesh("cpu", (WORLD,))), config("magnitude", "4x1", "global"))
+    (pruner,) = pruning.pruners
+    with count_collectives() as log:
+        pruner.compute_new_masks(5)
+    with count_collectives() as report_log:
+        pruning.report()
+    return {"bytes": dict(log.bytes), "calls": dict(log.calls), "report": dict(report_log.bytes)}
+
+
 def _worker(rank, port, tmp):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -270,6 +285,7 @@ def _worker(rank, port, tmp):
         results["resume"] = _resume(rank, tmp)
         results["fsdp"] = _fsdp_scenarios(rank)
         results["fsdp_resume"] = _fsdp_resume(rank, tmp)
+        results["fsdp_comm"] = _fsdp_comm(rank)
     except Exception:
         results["crash"] = traceback.format_exc()
     finally:
@@ -543,3 +559,12 @@ def test_the_model_step_buffer_is_the_one_step_counter():
     assert pruning.global_step == straight["step"] == 7
     assert _same_masks(masks_of(model), straight["masks"])
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), straight["weights"]))
+
+
+def test_fsdp2_communication_per_global_mask_update(ranks):
+    """What one global 4x1 update of the 2 pruned layers sends per rank: 4 all_reduces (the layers' pruned
+    counts, then the radix select's per-layer digit histograms) and one all_gather of 2 int64 per layer (row
+    offset, tied units); the report sends 2 int64 per layer (zeros, pruned units) for its 3 layers."""
+    assert ranks[0]["fsdp_comm"] == ranks[1]["fsdp_comm"] == {
+        "bytes": {"all_reduce": 1_056_832, "all_gather": 32}, "calls": {"all_reduce": 4, "all_gather": 1},
+        "report": {"all_reduce": 48}}
