@@ -13,7 +13,9 @@
 * ``oneshot_scale.py`` — one-shot time and memory per method as a decoder grows (3 widths);
 * ``oneshot_quality.py`` — held-out perplexity of the shipped language model after one-shot pruning, per
   method, beside INC 2.6's and llm-compressor's (when their environments are given);
-* ``slim_speed.py`` — latency and size of dense vs slimmed BERT, Llama and ResNet-50, beside Torch-Pruning's.
+* ``slim_speed.py`` — latency and size of dense vs slimmed BERT, Llama and ResNet-50, beside Torch-Pruning's;
+* ``distributed_masks.py`` — global masks of an FSDP2-sharded model on 1, 2 and 4 gloo ranks: time, memory
+  per rank and the bytes each rank hands to collectives per mask update.
 
 ``--merge`` keeps the other benchmarks' results of an earlier run of the same size and replaces only the
 ones run now (with ``--only``), so one benchmark can be rerun without the rest.
@@ -48,7 +50,8 @@ SIZES = {"quick": {"global": ["--layers", "48", "--sizes", "128,256,512", "--rep
                    "keras": ["--seeds", "1", "--epochs", "8", "--skip-large"],
                    "oneshot_scale": ["--sizes", "128,256,512", "--samples", "16"],
                    "oneshot_quality": ["--seeds", "0", "--samples", "32"],
-                   "slim": ["--quick"]},
+                   "slim": ["--quick"],
+                   "distributed": ["--quick"]},
          "full": {"global": ["--layers", "48", "--sizes", "256,512,1024", "--repeat", "3"],
                   "3b": ["--layers", "180"],
                   "train": ["--rounds", "21", "--steps", "10"],
@@ -56,10 +59,11 @@ SIZES = {"quick": {"global": ["--layers", "48", "--sizes", "128,256,512", "--rep
                   "keras": ["--seeds", "1"],
                   "oneshot_scale": ["--sizes", "256,512,1024"],
                   "oneshot_quality": [],
-                  "slim": []}}
+                  "slim": [],
+                  "distributed": []}}
 NAMES = {"global": "global_masks", "3b": "mask_3b", "train": "train_overhead", "torch_prune": "torch_prune_global",
          "keras": "keras_vs_tfmot", "oneshot_scale": "oneshot_scale", "oneshot_quality": "oneshot_quality",
-         "slim": "slim_speed"}
+         "slim": "slim_speed", "distributed": "distributed_masks"}
 
 
 def _rel(path: str) -> str:
@@ -163,6 +167,9 @@ def main() -> None:
         cmd = [py, os.path.join(HERE, "slim_speed.py"), *sizes["slim"]]
         cmd += ["--tp-python", args.tp_python] if args.tp_python else ["--tp-skipped", results["tp"]["skipped"]]
         plan.append(("slim_speed", cmd))
+
+    if "distributed" not in skip:
+        plan.append(("distributed_masks", [py, os.path.join(HERE, "distributed_masks.py"), *sizes["distributed"]]))
 
     path = os.path.join(HERE, "results", f"{run}.json")
     if args.merge and os.path.exists(path):

@@ -247,3 +247,26 @@ def test_report_renders_the_slimming_section_with_its_verdicts(tmp_path, monkeyp
     assert "| BERT-base-shaped encoder (12 layers, batch 8 x 128 tokens) at 25 % | 9216 channels, 36 heads | " \
            "80.0M → 60.0M | 25.0 % | 100.0M → 80.0M | **x1.35** | x1.30 | x0.96 | 1.0e-06 | 15 |" in page
     assert (tmp_path / "img" / "bench_slim_speed.png").stat().st_size > 0
+
+
+def test_report_renders_the_distributed_section(tmp_path, monkeypatch):
+    report = importlib.import_module("report")
+    monkeypatch.setattr(report, "DOCS", str(tmp_path))
+    monkeypatch.setattr(report, "IMG", str(tmp_path / "img"))
+
+    def row(ranks, t, mem, w):
+        return {"ranks": ranks, "layers": 8, "size": 1024, "pattern": "4x1", "scope": "global", "target": 0.5,
+                "pruned": 3670016, "of": 7340032, "masks_equal_1_rank": True, "time_vs_1_rank": t,
+                "extra_mem_per_rank_vs_1_rank": mem, "weights_per_rank_vs_1_rank": w, "comm_bytes_per_update": 3699024,
+                "collective_calls": {"all_reduce": 4, "all_gather": 1}, "extra_mem_per_rank_mib": 3.0}
+    bench = {"returncode": 0, "command": "python x.py", "seconds": 1.0, "stdout": [], "log": "x.log"}
+    res = {"run": "quick", "date": "today", "command": "bash benchmarks/run.sh --quick",
+           "machine": {"cpu": "cpu", "cores": "2", "ram_gib": "24", "python": "3", "numpy": "2"},
+           "inc": {"python": None, "skipped": "no"},
+           "benchmarks": {"distributed_masks": dict(bench, results=[row(1, 1.0, 1.0, 1.0), row(4, 1.88, 0.45, 0.25)])}}
+    path = tmp_path / "quick.json"
+    path.write_text(json.dumps(res))
+    page = Path(report.write(str(path))).read_text()
+    assert "| 4 | yes | x1.88 | x0.45 (3.0) | x0.25 | 3,699,024 | all_gather x1, all_reduce x4 |" in page
+    assert (f"| {report.DIST_TARGET} | 4 ranks: memory added per rank x0.45, weights per rank x0.25, "
+            "3,699,024 B per update; masks equal: all | — |") in page
