@@ -254,24 +254,28 @@ class BasePruner:
 
     def current_scores(self) -> Dict[str, np.ndarray]:
         """Canonical numpy scores for mask computation."""
-        out = {}
-        for name in self.modules:
-            if self.criterion is not None and not self.criterion.needs_grad:
-                native = self.criterion.score(self._weight(name), None, None)
-            else:
-                native = self.scores.get(name)
-                if native is None and self.criterion is None:
-                    raise NotImplementedError(
-                        f"{type(self).__name__} has no criterion and no score for layer {name!r}; a pruner "
-                        f"registered without a criterion must fill self.scores or override current_scores()"
-                    )
-                if native is None:
-                    raise PruningStateError(
-                        f"pruning_type={self.config['pruning_type']!r} scores weights by their gradients, but layer "
-                        f"{name!r} had no gradient at step {self.global_step}: {self._missing_grad_hint(name)}"
-                    )
-            out[name] = self._to_canonical(name, native)
-        return out
+        return {name: self._to_canonical(name, self._native_score(name)) for name in self.modules}
+
+    def _native_score(self, name: str) -> Any:
+        """The layer's score for mask computation as the framework's tensor, in the weight's native layout."""
+        if self.criterion is not None and not self.criterion.needs_grad:
+            return self.criterion.score(self._weight(name), None, None)
+        native = self.scores.get(name)
+        if native is None and self.criterion is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no criterion and no score for layer {name!r}; a pruner "
+                f"registered without a criterion must fill self.scores or override current_scores()"
+            )
+        if native is None:
+            raise PruningStateError(
+                f"pruning_type={self.config['pruning_type']!r} scores weights by their gradients, but layer "
+                f"{name!r} had no gradient at step {self.global_step}: {self._missing_grad_hint(name)}"
+            )
+        return native
+
+    def _mask_sparsity(self) -> float:
+        """Fraction of masked weights over the pruner's layers (backends may count on their own tensors)."""
+        return self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
 
     def target_at(self, step: int) -> float:
         return self.scheduler.update_sparsity_ratio(step)
@@ -287,7 +291,7 @@ class BasePruner:
         for name, keep in masks.items():
             self._set_mask(name, keep)
         self._apply_masks()
-        self.current_sparsity_ratio = self.pattern.get_sparsity_ratio({n: self._get_mask(n) for n in self.modules})
+        self.current_sparsity_ratio = self._mask_sparsity()
         logger.info("step %d: %s sparsity %.4f (target %.4f)", step, self.config["pattern"],
                     self.current_sparsity_ratio, self.target_at(step))
 

@@ -109,6 +109,93 @@ class NumpyOps:
     def item(a) -> float:
         return float(a)
 
+    # ---- local-scope masks (``nc_prune.core.patterns.local``) ----------------------------------------
+    @staticmethod
+    def is_contiguous(a) -> bool:
+        return bool(np.asarray(a).flags.c_contiguous)
+
+    @staticmethod
+    def any_nan(a) -> bool:
+        return bool(np.isnan(a).any())
+
+    @staticmethod
+    def ones_bool(shape: Sequence[int], like) -> np.ndarray:
+        return np.ones(tuple(shape), dtype=bool)
+
+    @staticmethod
+    def to_2d(a) -> np.ndarray:
+        from .arrays import to_2d
+        return to_2d(np.asarray(a))
+
+    @staticmethod
+    def from_2d(m, shape) -> np.ndarray:
+        from .arrays import from_2d
+        return from_2d(m, tuple(shape))
+
+    @staticmethod
+    def reshape(a, shape) -> np.ndarray:
+        return np.reshape(a, tuple(shape))
+
+    @staticmethod
+    def broadcast(a, shape) -> np.ndarray:
+        return np.broadcast_to(a, tuple(shape))
+
+    @staticmethod
+    def expand_dims(a, axis: int) -> np.ndarray:
+        return np.expand_dims(a, axis)
+
+    @staticmethod
+    def stack(arrays, axis: int) -> np.ndarray:
+        return np.stack(arrays, axis=axis)
+
+    @staticmethod
+    def count(a) -> int:
+        return int(np.count_nonzero(a))
+
+    @staticmethod
+    def count_axis(a, axis: int) -> np.ndarray:
+        return np.count_nonzero(a, axis=axis)
+
+    @staticmethod
+    def any_axes(a, axes) -> np.ndarray:
+        return np.any(a, axis=tuple(axes))
+
+    @staticmethod
+    def amax(a, axes) -> np.ndarray:
+        return np.max(a, axis=tuple(axes))
+
+    @staticmethod
+    def maximum(a, b) -> np.ndarray:
+        return np.maximum(a, b)
+
+    @staticmethod
+    def where(cond, a, b) -> np.ndarray:
+        return np.where(cond, a, b)
+
+    @staticmethod
+    def finfo_min(a) -> float:
+        return float(np.finfo(a.dtype).min)
+
+    @staticmethod
+    def as_uint8(a) -> np.ndarray:
+        return a.astype(np.uint8)
+
+    @staticmethod
+    def zeros_uint8(like) -> np.ndarray:
+        return np.zeros(like.shape, dtype=np.uint8)
+
+    @staticmethod
+    def kth_smallest(a, k: int):
+        """The ``k``-th smallest entry (1-based) of a 1-D array without NaN."""
+        return np.partition(a, k - 1)[k - 1]
+
+    @staticmethod
+    def first_true(mask, count: int) -> np.ndarray:
+        """``mask`` (1-D bool) with only its first ``count`` True entries left True."""
+        out = np.zeros(mask.shape, dtype=bool)
+        out[np.flatnonzero(mask)[:count]] = True
+        return out
+
     # ---- score updates (``Criterion.update``): plain expressions here; ``out`` is where a namespace that
     # writes in place (torch) puts the result, and numpy ignores it, so its results are what ``score`` gives
     @staticmethod

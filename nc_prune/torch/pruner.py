@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..core.criteria import uses_update
+from ..core.patterns.local import local_masks
 from ..core.pruner import BasePruner
 from ._adapter import tensor_to_numpy
 from ._xp import TorchOps
@@ -182,6 +183,26 @@ class PytorchBasePruner(BasePruner):
                     b.clamp_(max=torch.finfo(b.dtype).max)  # as the copy above clamps: inf -> the largest half
             self.scores[name] = buf
 
+    def _local_masks_on_device(self, step: int):
+        """Local-scope masks computed on the score tensors where they live (:mod:`nc_prune.core.patterns.local`):
+        no copy to numpy, the same masks as the numpy reference. None where that module does not cover the
+        layers (global scope, couplings, a pruner or pattern of a user's that overrides how scores are read)."""
+        if self.pattern.is_global or getattr(self.pattern, "couplings", None) or \
+                type(self).current_scores is not BasePruner.current_scores:
+            return None
+        canonical = {n: self.modules[n].canonical for n in self.modules}
+        scores = {n: TorchOps.float32(canonical[n](local(self._native_score(n)))) for n in self.modules}
+        pre = {n: canonical[n](local(self._buffer(n, "mask"))) for n in self.modules}
+        return local_masks(self.pattern, scores, self.target_at(step), pre, self.max_sparsity_ratio_per_op, TorchOps)
+
+    def _mask_sparsity(self) -> float:
+        zero = total = 0
+        for n in self.modules:
+            m = local(self._buffer(n, "mask"))
+            total += m.numel()
+            zero += m.numel() - int(torch.count_nonzero(m))
+        return zero / total if total else 0.0
+
     def _store_scores(self) -> None:
         for name, score in self.scores.items():  # keep the checkpointed buffer in step
             buf = local(self._buffer(name, "score"))
@@ -191,7 +212,8 @@ class PytorchBasePruner(BasePruner):
 
     def compute_new_masks(self, step: int):
         if not self.sharded:
-            return super().compute_new_masks(step)
+            masks = self._local_masks_on_device(step)
+            return super().compute_new_masks(step) if masks is None else masks
         pre = {name: self._get_mask(name) for name in self.modules}
         return sharded_masks(self.pattern, self.current_scores(), {n: t.weight for n, t in self.modules.items()},
                              self.target_at(step), pre, self.max_sparsity_ratio_per_op)
