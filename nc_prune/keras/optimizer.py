@@ -56,6 +56,27 @@ def run_if(flag: Any, fn: Callable[[], None]) -> None:
         fn()
 
 
+def host_call(fn: Callable[..., Sequence[Any]], args: Sequence[Any], results: Sequence[Any]) -> List[Any]:
+    """``fn(*numpy args) -> numpy results`` called on the host from inside a compiled step: ``tf.numpy_function``
+    (stateful) on TensorFlow, ``jax.experimental.io_callback(ordered=True)`` on JAX, a direct call on torch (eager).
+    ``results`` are ``(shape, dtype)`` pairs."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        out = tf.numpy_function(fn, list(args), [tf.as_dtype(d) for _, d in results], stateful=True)
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        for tensor, (shape, _) in zip(out, results):
+            tensor.set_shape(shape)
+        return out
+    if backend == "jax":
+        import jax
+        from jax.experimental import io_callback
+
+        return list(io_callback(fn, [jax.ShapeDtypeStruct(tuple(s), d) for s, d in results], *args, ordered=True))
+    return [ops.convert_to_tensor(x) for x in fn(*[ops.convert_to_numpy(a) for a in args])]
+
+
 def counter_dtype() -> str:
     """``int64`` for step counters, or ``int32`` on JAX without ``jax_enable_x64`` (where int64 is truncated
     with a warning at every use)."""
@@ -105,6 +126,8 @@ class _Held:
     active: Any = None    # bool scalar: a pruning callback is driving training (the step counts only then)
     scoring: Any = None   # bool scalar: some gradient pruner collects scores this step
     owner: Any = None     # the PruningCallback driving this wrapper, if any
+    hooks: Any = None     # the callback whose hooks run inside the step (steps_per_execution > 1), if any
+    traced_hooks: Any = None  # the hooks the current trace of apply() called (None: none)
 
 
 def _var_name(name: str, suffix: str) -> str:
@@ -297,6 +320,10 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
         position = {self._var_key(v): i for i, v in enumerate(variables)}
         index = {s.name: position.get(self._var_key(s.variable)) for s in self._held.slots}
+        hooks = self._held.hooks
+        self._held.traced_hooks = hooks
+        if hooks is not None:
+            self._run_hooks(hooks, "begin")
         if self._score_hook is not None and self._held.scoring is not None:
             by_name = {n: (grads[i] if i is not None else None) for n, i in index.items()}
             run_if(self._held.scoring, lambda: self._score_hook(by_name))
@@ -308,7 +335,68 @@ class PruningOptimizer(keras.optimizers.Optimizer):
                 s.pending.assign(ops.zeros_like(value_of(s.pending)))
         self.inner_optimizer.apply(grads, trainable_variables)
         self.apply_masks()
+        if hooks is not None:
+            self._run_hooks(hooks, "end")
         self._held.step.assign_add(ops.cast(value_of(self._held.active), self._held.step.dtype))
+
+    # ---- the callback's hooks inside the step (steps_per_execution > 1) -----------------------
+    def _hook_variables(self):
+        """What a host call reads (every state variable and the weights) and what it may change."""
+        reads, writes = [], []
+        for s in self._held.slots:
+            reads += [s.variable, s.mask]
+            writes.append(s.mask)
+            if s.score is not None:
+                reads += [s.score, s.seen, s.collect]
+                writes.append(s.collect)
+            if s.pending is not None:
+                reads.append(s.pending)
+                writes.append(s.pending)
+            for key in sorted(s.state):
+                reads.append(s.state[key])
+                writes.append(s.state[key])
+        if self._held.scoring is not None:
+            reads.append(self._held.scoring)
+            writes.append(self._held.scoring)
+        return reads, writes
+
+    def _run_hooks(self, hooks: Any, kind: str) -> None:
+        """Step ``t``'s ``kind`` hook ("begin": weight criteria and score windows, before the update; "end":
+        gradient criteria, after it) as a host call inside the compiled step, at the steps where the schedule
+        makes a pruner act (``hooks.step_table(kind)``, baked into the trace) — with the step's own values, so
+        the state is the one ``steps_per_execution=1`` reaches between steps."""
+        reads, writes = self._hook_variables()
+        step = value_of(self._held.step)
+        table = hooks.step_table(kind)
+        pred = value_of(self._held.active)
+        if table is not None:
+            index = ops.cast(ops.minimum(step, len(table) - 1), "int32")
+            pred = ops.logical_and(pred, ops.take(ops.convert_to_tensor(table), index))
+        specs = [(tuple(int(d) for d in v.shape), keras.backend.standardize_dtype(v.dtype)) for v in writes]
+
+        def host(t, *values):
+            return hooks.run_in_step(kind, int(t), reads, values, writes, [d for _, d in specs])
+
+        def call():
+            return host_call(host, [step] + [value_of(v) for v in reads], specs)
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            def then():
+                for v, x in zip(writes, call()):
+                    v.assign(x)
+                if kind == "end":
+                    self.apply_masks()
+                return tf.constant(True)
+
+            tf.cond(pred, then, lambda: tf.constant(False))
+            return
+        new = ops.cond(pred, call, lambda: [value_of(v) for v in writes])
+        for v, x in zip(writes, new):
+            v.assign(x)
+        if kind == "end":
+            self.apply_masks()
 
     def finalize_variable_values(self, var_list: Sequence[Any]) -> None:
         self.inner_optimizer.finalize_variable_values(var_list)

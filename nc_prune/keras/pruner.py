@@ -14,7 +14,7 @@ the first step, which the built-in criteria treat like ``None``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import keras
@@ -32,6 +32,40 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(value))
 
 
+class StateView:
+    """The wrapper's variables as numpy arrays (native layout) for one run of the pruning hooks.
+
+    The callback's hooks run the core's logic against a view, never against the variables themselves: between
+    steps (``steps_per_execution=1``) the view reads each variable when first asked and the callback writes back
+    what changed; inside a compiled block of steps (``steps_per_execution > 1``) the view is filled with the step's
+    own tensors by a host call (``tf.numpy_function``, ``jax.experimental.io_callback``) and what changed is
+    returned to the graph. The same code decides in both cases, so both reach the same state.
+
+    Weights written here (a mask applied to the view) are never written back: the wrapper zeroes the real
+    weights itself, after the optimizer's update, so the gradient of the step the masks are computed at is the
+    one of the weights before it — the order of torch's ``on_before_optimizer_step``.
+    """
+
+    def __init__(self, read: Callable[[Any], Any]) -> None:
+        self._read = read
+        self._values: Dict[int, np.ndarray] = {}
+        self.written: Dict[int, Any] = {}  # id -> variable, in write order
+
+    def get(self, variable: Any) -> np.ndarray:
+        key = id(variable)
+        if key not in self._values:
+            self._values[key] = np.asarray(self._read(variable))
+        return self._values[key]
+
+    def set(self, variable: Any, value: Any) -> None:
+        self._values[id(variable)] = np.asarray(value)
+        self.written[id(variable)] = variable
+
+    def value(self, variable: Any) -> np.ndarray:
+        """The value last set or read (the variable's value if never touched)."""
+        return self.get(variable)
+
+
 class ScoreVariables(Mapping):
     """``{layer: score}`` backed by the optimizer's score variables.
 
@@ -41,9 +75,11 @@ class ScoreVariables(Mapping):
     "this criterion needs gradients" error still fires when no gradient ever arrived.
     """
 
-    def __init__(self, modules: Mapping[str, PrunableWeight], touch: Any = None) -> None:
+    def __init__(self, modules: Mapping[str, PrunableWeight], touch: Any = None,
+                 view: Optional[Callable[[], Optional[StateView]]] = None) -> None:
         self._modules = modules
         self._touch = touch
+        self._view = view or (lambda: None)
         self.in_step = False
 
     def _slot(self, name: str):
@@ -56,6 +92,9 @@ class ScoreVariables(Mapping):
             return default
         if self.in_step:
             return slot.score
+        view = self._view()
+        if view is not None:
+            return view.get(slot.score) if int(view.get(slot.seen)) > 0 else default
         if self._touch is not None:
             self._touch()
         if int(to_numpy(slot.seen)) > 0:
@@ -110,7 +149,8 @@ class KerasBasePruner(BasePruner):
     def __init__(self, config, modules) -> None:
         super().__init__(config, modules)
         self.sync: Optional[Callable[[], None]] = None
-        self.scores = ScoreVariables(self.modules, self._touch)
+        self.view: Optional[StateView] = None  # set by the callback while its hooks run (see StateView)
+        self.scores = ScoreVariables(self.modules, self._touch, lambda: self.__dict__.get("view"))
         self.masks = MaskVariables(self.modules)
 
     def _touch(self) -> None:
@@ -122,7 +162,13 @@ class KerasBasePruner(BasePruner):
         if sync is not None and not self.scores.in_step:
             sync()
 
+    def _view(self) -> Optional[StateView]:
+        return self.__dict__.get("view")
+
     def _weight(self, name: str) -> Any:
+        view = self._view()
+        if view is not None:
+            return view.get(self.modules[name].variable)
         self._touch()
         return self.modules[name].variable  # a keras.Variable: Python operators work on it on every backend
 
@@ -130,18 +176,27 @@ class KerasBasePruner(BasePruner):
         return self.modules[name].grad
 
     def _to_canonical(self, name: str, value: Any) -> np.ndarray:
+        if isinstance(value, np.ndarray):
+            return self.modules[name].layout.to_canonical(value)
         self._touch()
         return self.modules[name].layout.to_canonical(to_numpy(value))
 
     def _get_mask(self, name: str) -> np.ndarray:
-        self._touch()
         w = self.modules[name]
+        view = self._view()
+        if view is not None:
+            return w.layout.to_canonical(view.get(w.slot.mask)).astype(bool, copy=False)
+        self._touch()
         return w.layout.to_canonical(to_numpy(w.slot.mask)).astype(bool, copy=False)
 
     def _set_mask(self, name: str, keep: np.ndarray) -> None:
-        self._touch()
         w = self.modules[name]
-        w.slot.mask.assign(w.layout.from_canonical(np.asarray(keep, dtype=bool), w.native_shape))
+        native = w.layout.from_canonical(np.asarray(keep, dtype=bool), w.native_shape)
+        view = self._view()
+        if view is not None:
+            return view.set(w.slot.mask, np.ascontiguousarray(native))
+        self._touch()
+        w.slot.mask.assign(native)
 
     def _missing_grad_hint(self, name: str) -> str:
         return ("no training step has folded its gradient in yet; train with model.fit(..., callbacks=[callback]) or, "
@@ -149,22 +204,39 @@ class KerasBasePruner(BasePruner):
                 "not depend on the layer, leave it out with excluded_op_names or use pruning_type='magnitude'")
 
     def _get_state(self, name: str, key: str) -> np.ndarray:
-        self._touch()
         w = self.modules[name]
+        view = self._view()
+        if view is not None:
+            return w.layout.to_canonical(view.get(w.slot.state[key]))
+        self._touch()
         return w.layout.to_canonical(to_numpy(w.slot.state[key]))
 
     def _set_state(self, name: str, key: str, value: np.ndarray) -> None:
-        self._touch()
         w = self.modules[name]
         variable = w.slot.state[key]
-        variable.assign(w.layout.from_canonical(np.asarray(value), w.native_shape).astype(variable.dtype))
+        native = w.layout.from_canonical(np.asarray(value), w.native_shape).astype(variable.dtype)
+        view = self._view()
+        if view is not None:
+            return view.set(variable, np.ascontiguousarray(native))
+        self._touch()
+        variable.assign(native)
 
     def _apply_masks(self) -> None:
+        view = self._view()
+        if view is not None:  # the view's weights only: the wrapper zeroes the real ones after the update
+            for w in self.modules.values():
+                weight = view.get(w.variable)
+                view.set(w.variable, np.where(view.get(w.slot.mask), weight, np.zeros_like(weight)))
+            return
         self._touch()
         for w in self.modules.values():
             w.variable.assign(masked(w.variable, w.slot.mask))
 
     def _add_to_grad(self, name: str, term: np.ndarray) -> None:
-        self._touch()
         w = self.modules[name]
-        w.slot.pending.assign(w.layout.from_canonical(np.asarray(term), w.native_shape).astype(np.float32))
+        native = w.layout.from_canonical(np.asarray(term), w.native_shape).astype(np.float32)
+        view = self._view()
+        if view is not None:
+            return view.set(w.slot.pending, np.ascontiguousarray(native))
+        self._touch()
+        w.slot.pending.assign(native)

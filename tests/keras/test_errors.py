@@ -57,16 +57,6 @@ def test_config_errors_come_from_the_shared_config_and_the_dict_is_not_mutated()
         prepare_pruning(compiled(mlp()), {"target_sparsty": 0.5})
 
 
-@pytest.mark.skipif(keras.backend.backend() == "torch",
-                    reason="Keras's torch backend itself refuses steps_per_execution > 1 at compile()")
-def test_steps_per_execution_above_one_is_refused_with_the_fix():
-    model = mlp()
-    model.compile("sgd", "mse", steps_per_execution=2)
-    cb = prepare_pruning(model, config())
-    with pytest.raises(PruningStateError, match="steps_per_execution=2.*compile with steps_per_execution=1"):
-        fit(model, cb, *data((16,), n=8))
-
-
 def test_recompiling_after_prepare_warns_and_keeps_pruning():
     model = compiled(mlp())
     cb = prepare_pruning(model, config(pattern="1x1", target_sparsity=0.5, start_step=0, end_step=0))

@@ -41,7 +41,7 @@ def test_backend_subset(backend, tmp_path):
 #: one pytest process per backend; the whole suite runs on TensorFlow. The rest (layout, discovery, slim, report,
 #: doctests) is backend-independent numpy and Keras structure, or uses tf.GradientTape for its reference gradients.
 BACKEND_MODULES = ["test_backend_fit.py", "test_training.py", "test_save_strip.py", "test_errors.py",
-                   "test_custom_loop.py"]
+                   "test_custom_loop.py", "test_steps_per_execution.py"]
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
