@@ -16,6 +16,12 @@ pruned blocks before it produce — what SparseGPT and Wanda do:
 4. layers outside the blocks (a head, a pooler) are pruned from a pass of the whole model: those that run
    before the first block with the capture pass, the others after the last block.
 
+Under ``torch.distributed`` (an initialized process group of two ranks or more) each rank feeds its own
+calibration batches and the statistics of every block are summed over the ranks with their token counts
+(:func:`nc_prune.torch.distributed.sum_stats_`) before its layers are pruned: every rank then prunes from the
+statistics of all ranks' batches — the same masks and SparseGPT weights on every rank, equal to one process
+fed all the batches — and runs its own batches through the pruned block for the next one.
+
 With ``sparsity_allocation="owl"`` a first pass over the dense blocks measures each block's outliers and
 spreads the target over the blocks (:mod:`nc_prune.core.oneshot.owl`) before the pruning pass.
 
@@ -38,6 +44,7 @@ from torch import nn
 from ..core.errors import ConfigError, PruningStateError
 from ..core.oneshot import CalibrationPruner, LayerStats, outlier_ratio, owl_sparsities
 from ..progress import progress
+from . import distributed
 from .batches import call_model, describe, split_batch
 from .layers import TorchTarget
 
@@ -61,6 +68,8 @@ class CalibrationReport:
             the dampening used and how many retries a non-positive-definite Hessian needed).
         activation_bytes: the largest set of block inputs held at once (all batches, one block).
         stats_bytes: the largest set of statistics held at once (one block's layers).
+        ranks: the ranks whose statistics were summed (1 outside ``torch.distributed``); ``batches`` and
+            ``tokens`` are this rank's.
     """
 
     blocks: Tuple[str, int]
@@ -71,6 +80,7 @@ class CalibrationReport:
     layers: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     activation_bytes: int = 0
     stats_bytes: int = 0
+    ranks: int = 1
 
     def __str__(self) -> str:
         path, n = self.blocks
@@ -178,7 +188,8 @@ class Calibration:
     """One run of the pipeline over a :class:`~nc_prune.torch.pruning.TorchPruning`'s calibration groups."""
 
     def __init__(self, model: nn.Module, pruners: Sequence[CalibrationPruner], blocks: Optional[str] = None,
-                 device: Optional[Any] = None, show_progress: Optional[bool] = None) -> None:
+                 device: Optional[Any] = None, show_progress: Optional[bool] = None,
+                 process_group: Any = None) -> None:
         self.model = model
         self.pruners = list(pruners)
         self.owner = {name: p for p in self.pruners for name in p.modules}
@@ -194,14 +205,28 @@ class Calibration:
         self.device = None if device is None else torch.device(device)
         self.show_progress = show_progress
         self.report = CalibrationReport((self.path, len(self.blocks)))
+        self.process_group = process_group
+        self._pending: Optional[BaseException] = None  # a failure of this rank the others have not heard of yet
+        group = distributed.active_group(process_group)
+        if group is not False:
+            import torch.distributed as dist
+
+            self.report.ranks = dist.get_world_size(group)
         in_block = {id(m): i for i, b in enumerate(self.blocks) for m in b.modules()}
         self.block_of = {name: in_block.get(id(t.module)) for name, t in self.targets.items()}
 
     # ---- the run ----------------------------------------------------------------------------------
     def check(self, dataloader: Iterable) -> None:
-        """Run the model up to the first block on every batch — refuses bad batches before any weight changes."""
-        with torch.no_grad(), _no_cache(self.model):
-            self._capture(dataloader, [])
+        """Run the model up to the first block on every batch — refuses bad batches before any weight changes.
+
+        Under ``torch.distributed`` a batch refused on one rank stops every rank here."""
+        error = None
+        try:
+            with torch.no_grad(), _no_cache(self.model):
+                self._capture(dataloader, [])
+        except ConfigError as exc:
+            error = exc
+        distributed.agree(error, self.process_group, "checking the calibration batches")
 
     def run(self, dataloader: Iterable) -> CalibrationReport:
         start = time.perf_counter()
@@ -216,6 +241,8 @@ class Calibration:
             after = [n for n in outside if n not in before]
             if after:
                 self._prune(after, self._stats_of(after, inputs=None, dataloader=dataloader), uniform=True)
+            if self._pending is not None:  # a failure no reduction came after to share
+                raise self._pending
         self.report.seconds = time.perf_counter() - start
         return self.report
 
@@ -263,19 +290,28 @@ class Calibration:
 
     def _stats_of(self, names: List[str], inputs: Optional[Inputs], dataloader: Iterable,
                   block: Optional[nn.Module] = None) -> Dict[str, LayerStats]:
-        """Statistics of ``names`` from a pass of ``block`` over ``inputs``, or of the whole model over the data."""
+        """Statistics of ``names`` from a pass of ``block`` over ``inputs``, or of the whole model over the data;
+        under ``torch.distributed``, summed over the ranks (a failure on one rank stops them all here)."""
         stats = {n: self.owner[n].new_stats(n) for n in names}
         handles = [self.targets[n].module.register_forward_hook(collect_inputs(stats[n])) for n in names]
+        error, self._pending = self._pending, None
         try:
-            if block is not None:
+            if error is not None:
+                pass  # this rank failed to make these inputs: tell the others at the reduction
+            elif block is not None:
                 for args, kwargs in inputs:
                     block(*args, **kwargs)
             else:
                 for batch in self._batches(dataloader):
                     call_model(self.model, batch)
+        except Exception as exc:  # noqa: BLE001 - raised again below, on every rank
+            error = exc
         finally:
             for h in handles:
                 h.remove()
+        features = {n: (self.targets[n].canonical(self.targets[n].weight).shape[1],
+                        self.device or self.targets[n].weight.device) for n in names}
+        distributed.sum_stats_(stats.values(), self.process_group, features, error)  # every rank's tokens
         self.report.stats_bytes = max(self.report.stats_bytes, sum(_nbytes(s.arrays()) for s in stats.values()))
         return stats
 
@@ -293,7 +329,13 @@ class Calibration:
         return [n for n, b in self.block_of.items() if b == i]
 
     def _propagate(self, block: nn.Module, inputs: Inputs) -> Inputs:
-        return [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in inputs]
+        try:
+            return [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in inputs]
+        except Exception as exc:
+            if distributed.active_group(self.process_group) is False:
+                raise
+            self._pending = exc  # raised at the next reduction, together with the other ranks
+            return inputs
 
     def _allocation(self, inputs: Inputs) -> Dict[int, List[float]]:
         """Per OWL pruner, one sparsity per block from the dense blocks' outliers (a first pass)."""

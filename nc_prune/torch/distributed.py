@@ -11,8 +11,10 @@ module adds:
   naming the layers. ``prepare_pruning(..., check_masks_across_ranks=False)`` turns it off.
 * :func:`average_`: one-shot gradient scores on a model that is *not* wrapped in DDP (each rank runs its own
   batches) average the gradients over the ranks before folding them in, as DDP would have.
-* :func:`sum_stats_`: activation statistics (``retrain_free``'s input Hessians) are summed with their token
-  counts over the ranks, so they equal the statistics of all ranks' batches in one process.
+* :func:`sum_stats_`: activation statistics (``retrain_free``'s input Hessians, ``sparse_gpt``'s Hessians and
+  ``wanda``'s squared input norms, block by block) are summed with their token counts over the ranks, so
+  they equal the statistics of all ranks' batches in one process.
+* :func:`agree`: a calibration batch refused on one rank stops every rank (none is left in a collective).
 
 Every collective here is ``torch.distributed``'s own, on the process group given (default: the world).
 Nothing runs when ``torch.distributed`` is not initialized or the group has one rank.
@@ -22,12 +24,12 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..core.errors import PruningStateError
+from ..core.errors import ConfigError, PruningStateError
 from ..core.session import as_config
 
 #: Weights hashed per piece by :func:`mask_checksums` (bounds its int64 temporaries to 8 MiB).
@@ -210,19 +212,79 @@ def average_(tensors: Iterable[Optional[torch.Tensor]], process_group: Any = Non
             t.div_(world)
 
 
-def sum_stats_(stats: Iterable[Any], process_group: Any = None) -> None:
-    """Sum :class:`~nc_prune.core.oneshot.stats.LayerStats` over the ranks: each sum and the token count, so
-    ``E[x xᵀ]`` is weighted by the tokens every rank saw."""
+def sum_stats_(stats: Iterable[Any], process_group: Any = None,
+               features: Optional[Mapping[str, Tuple[int, Any]]] = None,
+               error: Optional[BaseException] = None) -> None:
+    """Sum :class:`~nc_prune.core.oneshot.stats.LayerStats` over the ranks, in place: each sum (``Σ x xᵀ``,
+    ``Σ x²``) and the token count, so ``E[x xᵀ] = Σ_ranks Σ x xᵀ / Σ_ranks tokens`` is weighted by the tokens
+    every rank saw — the statistics one process would have built from all ranks' batches (up to summation
+    order). The token counts of all layers go in one ``all_reduce``, then one ``all_reduce(SUM)`` per sum.
+
+    ``features`` (``{layer: (input features, device)}``) lets a rank whose batches never reached a layer (an
+    expert no token was routed to) take part with zero sums; without it such a layer would leave the ranks
+    passing different tensors. Every rank must pass the same layers in the same order.
+
+    ``error``: what went wrong on this rank while the statistics were collected (a batch its layers reject).
+    One flag per rank travels with the token counts: when any rank failed, every rank raises before the sums
+    are reduced — the failing rank its ``error``, the others a :class:`~nc_prune.core.errors.PruningStateError`
+    naming the failed ranks — so none waits in a collective the others never reach.
+    """
     import torch.distributed as dist
 
     group = active_group(process_group)
     if group is False:
+        if error is not None:
+            raise error
         return
+    stats = list(stats)
     for s in stats:
-        tokens = torch.tensor([s.tokens], dtype=torch.int64)
-        note("all_reduce", tokens)
-        dist.all_reduce(tokens, group=group)
+        if s.tokens == 0 and features is not None and s.name in features:
+            n, device = features[s.name]
+            if s.want_hessian and s.xtx is None:
+                s.xtx = torch.zeros((n, n), dtype=torch.float32, device=device)
+            if s.want_norms and s.sq is None:
+                s.sq = torch.zeros((n,), dtype=torch.float32, device=device)
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    counts = torch.zeros(len(stats) + world, dtype=torch.int64)
+    counts[:len(stats)] = torch.tensor([s.tokens for s in stats], dtype=torch.int64)
+    counts[len(stats) + rank] = int(error is not None)
+    note("all_reduce", counts)
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
+    if error is not None:
+        raise error
+    failed = [r for r in range(world) if counts[len(stats) + r]]
+    if failed:
+        raise PruningStateError(f"collecting the calibration statistics failed on rank(s) {failed} of the process group "
+                      f"(see their error); every rank stops here")
+    for s, total in zip(stats, counts[:len(stats)].tolist()):
         for a in s.arrays():
             note("all_reduce", a)
             dist.all_reduce(a, op=dist.ReduceOp.SUM, group=group)
-        s.tokens = int(tokens)
+        s.tokens = int(total)
+
+
+def agree(error: Optional[BaseException], process_group: Any = None, what: str = "") -> None:
+    """Make a failure on one rank a failure on every rank (one ``all_reduce(MAX)`` of one int64 per rank).
+
+    Call it on every rank after a step that may fail locally (checking the calibration batches): the rank
+    that failed re-raises ``error``; the others raise :class:`~nc_prune.core.errors.ConfigError` naming the
+    ranks that failed, instead of waiting forever in the next collective.
+    """
+    import torch.distributed as dist
+
+    group = active_group(process_group)
+    if group is False:
+        if error is not None:
+            raise error
+        return
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    flags = torch.zeros(world, dtype=torch.int64)
+    flags[rank] = 0 if error is None else 1
+    note("all_reduce", flags)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group)
+    if error is not None:
+        raise error
+    failed = [r for r in range(world) if flags[r]]
+    if failed:
+        raise ConfigError(f"{what or 'a step'} failed on rank(s) {failed} of the process group (see their error); "
+                          f"every rank stops here")

@@ -403,7 +403,7 @@ class TorchPruning:
                 raise ConfigError(f"pruning_type {', '.join(kinds)} learns from calibration data; pass "
                                   f"dataloader= with a few batches of the model's inputs")
             dataloader = list(dataloader)  # read several times (capture, blocks, outside layers): a generator too
-            calibration = Calibration(self._root, calibrated, blocks, device)
+            calibration = Calibration(self._root, calibrated, blocks, device, process_group=self.process_group)
             calibration.check(dataloader)  # bad batches are refused before any weight changes
         self.session.on_train_begin(dataloader)
         if any(p.needs_grad for p in regular):

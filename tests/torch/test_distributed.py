@@ -131,6 +131,135 @@ def _oneshot(rank, wrap):
     return masks_of(model)
 
 
+# ---- one-shot from calibration data: sparse_gpt and wanda ---------------------------------------------
+CALIB = [("wanda", "1x1"), ("wanda", "2:4"), ("sparse_gpt", "2:4")]
+CALIB_COMBOS = [(kind, m, p) for kind in ("mlp", "llama") for m, p in CALIB]
+SPARSEGPT_ATOL = 1e-5  # updated weights vs one process on all batches: only the summation order differs
+
+
+def llama():
+    import transformers
+
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=100, max_position_embeddings=64, bos_token_id=0, eos_token_id=0))
+
+
+def calibration_batches(kind, rank=None):
+    """Unequal shares with different statistics, so that the token counts weigh: rank 0 has 3 batches, rank 1
+    one. MLP: 48 rows on rank 0, 16 rows on rank 1 drawn with other feature scales. Llama: 3 x (2, 8) tokens
+    from ids 2..49 on rank 0, one (2, 12) batch from ids 50..99 on rank 1 (another length). None: rank 0's
+    batches then rank 1's, what one process is fed."""
+    if kind == "mlp":
+        g0, g1 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)
+        shares = [[torch.randn(16, 16, generator=g0) for _ in range(3)],
+                  [torch.randn(16, 16, generator=g1) * torch.linspace(0.2, 5.0, 16)]]
+    else:
+        g = torch.Generator().manual_seed(9)
+        shares = [[{"input_ids": torch.randint(2, 50, (2, 8), generator=g)} for _ in range(3)],
+                  [{"input_ids": torch.randint(50, 100, (2, 12), generator=g)}]]
+    return shares[0] + shares[1] if rank is None else shares[rank]
+
+
+def calibrated_model(kind):
+    return make_model() if kind == "mlp" else llama()
+
+
+def calib_config(method, pattern):
+    return WeightPruningConfig(pruning_type=method, pattern=pattern, target_sparsity=0.5)
+
+
+def calibrated_state(model, pruning):
+    return {"masks": {n: m.clone() for n, m in pruning.masks.items()},
+            "weights": {n: model.get_submodule(n).weight.detach().clone() for n in pruning.masks}}
+
+
+def _calibrated(rank):
+    """sparse_gpt and wanda from each rank's own batches, on the plain model and through DDP (every other
+    combination), with nc_prune's collectives counted."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from nc_prune.torch.distributed import count_collectives
+
+    out = {}
+    for i, (kind, method, pattern) in enumerate(CALIB_COMBOS):
+        model = calibrated_model(kind)
+        target = DDP(model) if i % 2 else model
+        with count_collectives() as log:
+            pruning = prepare_pruning(target, calib_config(method, pattern),
+                                      dataloader=calibration_batches(kind, rank))
+        out[(kind, method, pattern)] = dict(calibrated_state(model, pruning), calls=dict(log.calls),
+                                            bytes=dict(log.bytes), ranks=pruning.calibration.ranks,
+                                            tokens=pruning.calibration.tokens, ddp=bool(i % 2))
+    return out
+
+
+class Gated(nn.Module):
+    """Runs its Linear only on batches of 16 rows or more (an expert some batches are never routed to)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(32, 32)
+
+    def forward(self, x):
+        return self.inner(x) if x.shape[0] >= 16 else x
+
+
+def gated_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), Gated(), nn.Linear(32, 4))
+
+
+def gated_batches(rank=None):
+    """Rank 0: two batches of 16 rows; rank 1: two of 8 rows, so "1.inner" sees no input on rank 1."""
+    g = torch.Generator().manual_seed(11)
+    shares = [[torch.randn(16, 16, generator=g) for _ in range(2)], [torch.randn(8, 16, generator=g) for _ in range(2)]]
+    return shares[0] + shares[1] if rank is None else shares[rank]
+
+
+def gated_config():
+    return WeightPruningConfig(pruning_type="sparse_gpt", pattern="2:4", target_sparsity=0.5,
+                               op_names=["0", "1.inner"])
+
+
+def _calibrated_gated(rank):
+    model = gated_model()
+    pruning = prepare_pruning(model, gated_config(), dataloader=gated_batches(rank))
+    return calibrated_state(model, pruning)
+
+
+def _calibrated_diverged(rank):
+    """Wanda on the MLP with layer 2's weights changed on rank 1 only: the statistics agree (reduced), the
+    masks of layer 2 do not, and the mask check after one-shot pruning says so on both ranks. Then batches
+    rejected on rank 1 only — by the MLP's first block (in the statistics pass), by Llama's embedding (in the
+    check before the blocks): both ranks stop, none waits in a collective, no weight changes."""
+    from nc_prune.core.errors import ConfigError, PruningStateError
+
+    out = {}
+    model = make_model()
+    if rank == 1:
+        with torch.no_grad():
+            model[2].weight.mul_(torch.rand(model[2].weight.shape, generator=torch.Generator().manual_seed(3)))
+    try:
+        prepare_pruning(model, calib_config("wanda", "1x1"), dataloader=calibration_batches("mlp", rank))
+        out["mismatch"] = None
+    except RankMismatchError as exc:
+        out["mismatch"] = str(exc)
+    for kind, bad in (("mlp", torch.randn(16, 7)),  # 7 features where the model takes 16
+                      ("llama", {"input_ids": torch.full((2, 8), 200)})):  # ids past the vocabulary
+        model = calibrated_model(kind)
+        batches = calibration_batches(kind, rank) if rank == 0 else [bad]
+        before = [p.detach().clone() for p in model.parameters()]
+        try:
+            prepare_pruning(model, calib_config("sparse_gpt", "2:4"), dataloader=batches)
+            out[kind] = None
+        except (ConfigError, PruningStateError) as exc:
+            out[kind] = f"{type(exc).__name__}: {exc}"
+        out[kind + "_unchanged"] = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    return out
+
+
 def _resume(rank, tmp):
     """DDP checkpoint with state_dict at step 3 (rank 0 saves), loaded into new objects on every rank."""
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -282,6 +411,9 @@ def _worker(rank, port, tmp):
         results["diverged_unchecked"] = _divergence(rank, check=False)
         results["oneshot_plain"] = _oneshot(rank, wrap=False)
         results["oneshot_ddp"] = _oneshot(rank, wrap=True)
+        results["calibrated"] = _calibrated(rank)
+        results["calibrated_diverged"] = _calibrated_diverged(rank)
+        results["calibrated_gated"] = _calibrated_gated(rank)
         results["resume"] = _resume(rank, tmp)
         results["fsdp"] = _fsdp_scenarios(rank)
         results["fsdp_resume"] = _fsdp_resume(rank, tmp)
@@ -365,6 +497,106 @@ def test_oneshot_gradient_scores_are_reduced_across_ranks(ranks, which):
     assert _same_masks(ranks[0][which], ranks[1][which])
     assert _same_masks(ranks[0][which], ref)
     assert sum(int((~m).sum()) for m in ref.values()) == 768
+
+
+def _single_calibrated(kind, method, pattern, batches):
+    model = calibrated_model(kind)
+    pruning = prepare_pruning(model, calib_config(method, pattern), dataloader=batches)
+    return calibrated_state(model, pruning), pruning
+
+
+@pytest.mark.parametrize("combo", CALIB_COMBOS, ids=["-".join(c) for c in CALIB_COMBOS])
+def test_oneshot_calibration_statistics_are_reduced_across_ranks(ranks, combo):
+    kind, method, pattern = combo
+    r0, r1 = ranks[0]["calibrated"][combo], ranks[1]["calibrated"][combo]
+    ref, single = _single_calibrated(kind, method, pattern, calibration_batches(kind))
+    assert single.calibration.ranks == 1 and r0["ranks"] == r1["ranks"] == WORLD
+    tokens = (48, 16) if kind == "mlp" else (48, 24)  # rows reaching the first block on each rank
+    assert (r0["tokens"], r1["tokens"]) == tokens and single.calibration.tokens == sum(tokens)
+    assert _same_masks(r0["masks"], r1["masks"])
+    assert _same_masks(r0["masks"], ref["masks"])
+    layers = {"mlp": 2, "llama": 2 * 7}[kind]  # the MLP's "0" and "2"; Llama: 7 per block (heads stay dense)
+    assert len(ref["masks"]) == layers
+    for n, keep in ref["masks"].items():
+        assert int((~keep).sum()) == keep.numel() // 2, n
+    for n in ref["weights"]:
+        assert torch.equal(r0["weights"][n], r1["weights"][n]), n  # the ranks are bit-identical
+        assert torch.equal(r0["weights"][n] == 0, ref["weights"][n] == 0), n
+        if method == "wanda":  # kept weights unchanged
+            assert torch.equal(r0["weights"][n], ref["weights"][n]), n
+        else:  # SparseGPT's update (measured: bit-identical, the sums are added in the same order here)
+            assert torch.allclose(r0["weights"][n], ref["weights"][n], rtol=0, atol=SPARSEGPT_ATOL), n
+    # one process fed rank 1's batches first adds the statistics in another order: same masks, and SparseGPT's
+    # weights within the tolerance (measured: at most 3.7e-7 on the MLP, 5.7e-7 on Llama)
+    other, _ = _single_calibrated(kind, method, pattern, calibration_batches(kind, 1) + calibration_batches(kind, 0))
+    assert _same_masks(r0["masks"], other["masks"])
+    for n in ref["weights"]:
+        assert torch.allclose(r0["weights"][n], other["weights"][n], rtol=0, atol=SPARSEGPT_ATOL), n
+    # the token weighting matters on these batches: the mean of the two ranks' means (rank 1's share counted
+    # as often as rank 0's tokens outnumber it) gives other masks
+    share = calibration_batches(kind, 1)
+    unweighted, _ = _single_calibrated(kind, method, pattern,
+                                       calibration_batches(kind, 0) + share * (tokens[0] // tokens[1]))
+    assert not _same_masks(unweighted["masks"], ref["masks"])
+
+
+def test_oneshot_calibration_reduces_once_per_block_and_checks_the_masks(ranks):
+    """What the MLP's one-shot run sends per rank: one all_reduce to agree the batches were accepted (one int64
+    per rank); per block with pruned layers ("0", then "2") one of the token count and a failure flag per rank,
+    and one per statistic (float32 Σx² of 16 and 32 features for Wanda, Σxxᵀ for SparseGPT); then the mask
+    check (4 int64 per layer)."""
+    agree, counts, check = 8 * WORLD, 2 * 8 * (1 + WORLD), 2 * 4 * 8
+    for method, pattern in CALIB:
+        stats = 4 * (16 + 32) if method == "wanda" else 4 * (16 ** 2 + 32 ** 2)
+        for r in ranks:
+            res = r["calibrated"][("mlp", method, pattern)]
+            assert res["calls"] == {"all_reduce": 1 + 2 * 2 + 1}
+            assert res["bytes"] == {"all_reduce": agree + counts + stats + check}
+
+
+def test_a_layer_no_batch_of_a_rank_reached_takes_part_with_zero_statistics(ranks):
+    model = gated_model()
+    pruning = prepare_pruning(model, gated_config(), dataloader=gated_batches())
+    ref = calibrated_state(model, pruning)
+    assert sorted(ref["masks"]) == ["0", "1.inner"]
+    for r in ranks:
+        got = r["calibrated_gated"]
+        assert _same_masks(got["masks"], ref["masks"])
+        for n in ref["weights"]:
+            assert torch.allclose(got["weights"][n], ref["weights"][n], rtol=0, atol=SPARSEGPT_ATOL), n
+
+
+def test_mask_check_runs_after_calibrated_one_shot_and_a_refused_batch_stops_every_rank(ranks):
+    for r in ranks:
+        res = r["calibrated_diverged"]
+        e = res["mismatch"]
+        assert e is not None and "differ between the ranks of the process group after one-shot pruning" in e
+        assert "the masks of 1 layer(s)" in e and "'2' (pruned weights: 512" in e
+        assert res["mlp_unchanged"] and res["llama_unchanged"]
+    r0, r1 = ranks[0]["calibrated_diverged"], ranks[1]["calibrated_diverged"]
+    assert r1["mlp"].startswith("PruningStateError: one-shot pruning failed in block 0 (.0): RuntimeError: mat1")
+    assert r0["mlp"] == (
+        "PruningStateError: one-shot pruning failed in block 0 (.0): PruningStateError: collecting the calibration "
+        "statistics failed on rank(s) [1] of the process group (see their error); every rank stops here. Pruned so "
+        "far: blocks none (0 layers); the other blocks are unchanged")
+    assert r1["llama"].startswith("ConfigError: the model rejected a calibration batch")
+    assert r0["llama"] == ("ConfigError: checking the calibration batches failed on rank(s) [1] of the process "
+                           "group (see their error); every rank stops here")
+
+
+def test_oneshot_calibration_on_a_world_of_one_rank_sends_nothing():
+    from nc_prune.torch.distributed import count_collectives
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        with count_collectives() as log:
+            got, pruning = _single_calibrated("mlp", "sparse_gpt", "2:4", calibration_batches("mlp"))
+    finally:
+        dist.destroy_process_group()
+    ref, _ = _single_calibrated("mlp", "sparse_gpt", "2:4", calibration_batches("mlp"))
+    assert log.calls == {} and pruning.calibration.ranks == 1
+    assert _same_masks(got["masks"], ref["masks"])
+    assert all(torch.equal(got["weights"][n], ref["weights"][n]) for n in ref["weights"])
 
 
 def test_ddp_resume_from_state_dict_continues_exactly(ranks):

@@ -2,7 +2,9 @@
 
 ``Σ x xᵀ`` for SparseGPT's Hessian and ``Σ x²`` per input feature for Wanda's norms, with the number of
 tokens seen. The sums live on the inputs' device (torch tensors stay tensors). :meth:`LayerStats.arrays`
-lists them so that data-parallel calibration can all-reduce them (sums and counts add up exactly).
+lists them so that data-parallel calibration can all-reduce them (sums and counts add up exactly):
+``nc_prune.torch.distributed.sum_stats_`` sums them and ``tokens`` over the ranks, so :meth:`hessian` is
+the mean over every rank's tokens.
 """
 
 from __future__ import annotations
