@@ -141,6 +141,13 @@ class PruningCallback(keras.callbacks.Callback):
                 f"pruning hooks run inside the compiled steps as a host call (tf.numpy_function), which XLA cannot "
                 f"compile; compile with jit_compile=False (or steps_per_execution=1 to keep XLA)"
             )
+        replicas = getattr(getattr(self.model, "distribute_strategy", None), "num_replicas_in_sync", 1)
+        if multi and replicas > 1:
+            raise PruningStateError(
+                f"model.compile(steps_per_execution={spe}) under a tf.distribute strategy with {replicas} replicas: "
+                f"the pruning hooks inside the compiled steps would run once per replica and their writes cannot "
+                f"sit in the run-time branch the step needs; compile with steps_per_execution=1 under the strategy"
+            )
         self._sync()
         self.optimizer.active = True
         self._exact = self._external or isinstance(getattr(self.model, "optimizer", None),

@@ -77,6 +77,30 @@ def host_call(fn: Callable[..., Sequence[Any]], args: Sequence[Any], results: Se
     return [ops.convert_to_tensor(x) for x in fn(*[ops.convert_to_numpy(a) for a in args])]
 
 
+def replicas_in_step() -> int:
+    """How many replicas run this step together (``tf.distribute`` on TensorFlow), 1 elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or not tf.distribute.has_strategy():
+        return 1
+    return int(context.num_replicas_in_sync)
+
+
+def all_reduced(grads: Dict[str, Any]) -> Dict[str, Any]:
+    """The gradients summed over the replicas (Keras scales each replica's loss by 1/replicas, so the sum is
+    the gradient of the global batch — what the inner optimizer applies); unchanged on one replica."""
+    if replicas_in_step() == 1:
+        return grads
+    import tensorflow as tf
+
+    names = [n for n, g in grads.items() if g is not None]
+    reduced = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, [grads[n] for n in names])
+    return dict(grads, **dict(zip(names, reduced)))
+
+
 def counter_dtype() -> str:
     """``int64`` for step counters, or ``int32`` on JAX without ``jax_enable_x64`` (where int64 is truncated
     with a warning at every use)."""
@@ -213,33 +237,41 @@ class PruningOptimizer(keras.optimizers.Optimizer):
             )
         return variable
 
+    def _state_variable(self, shape: Any, aggregation: str = "only_first_replica", **kwargs: Any) -> Any:
+        """A variable of the pruning state. Under ``tf.distribute`` every replica holds the same value — masks,
+        flags and states are written by the host (to every replica), the step and the regularizer term in the
+        step, scores from all-reduced gradients — so none is averaged: ``only_first_replica``, as Keras's own
+        ``iterations``; scores and their counts, written inside a run-time branch where a cross-replica write
+        cannot go, are ``none`` (each replica writes its own copy, the same value)."""
+        return self.add_variable(shape, aggregation=aggregation, **kwargs)
+
     def build(self, var_list: Sequence[Any]) -> None:
         if self.built:
             return
         var_list = list(var_list)
         slots = []
-        step = self.add_variable((), initializer="zeros", dtype=counter_dtype(), name="prune_step")
-        active = self.add_variable((), initializer="zeros", dtype="bool", name="prune_active")
+        step = self._state_variable((), initializer="zeros", dtype=counter_dtype(), name="prune_step")
+        active = self._state_variable((), initializer="zeros", dtype="bool", name="prune_active")
         scoring = None
         if any(spec.get("score") for spec in self._held.specs):
-            scoring = self.add_variable((), initializer="zeros", dtype="bool", name="prune_scoring")
+            scoring = self._state_variable((), initializer="zeros", dtype="bool", name="prune_scoring")
         for spec in self._held.specs:
             variable = self._resolve(spec, var_list)
             shape = tuple(spec["shape"])
             slot = Slot(spec["name"], variable,
-                        self.add_variable(shape, initializer="ones", dtype="bool", name=_var_name(spec["name"], "mask")))
+                        self._state_variable(shape, initializer="ones", dtype="bool", name=_var_name(spec["name"], "mask")))
             if spec.get("score"):
-                slot.score = self.add_variable(shape, initializer="zeros", dtype="float32",
+                slot.score = self._state_variable(shape, aggregation="none", initializer="zeros", dtype="float32",
                                                name=_var_name(spec["name"], "score"))
-                slot.collect = self.add_variable((), initializer="zeros", dtype="bool",
+                slot.collect = self._state_variable((), initializer="zeros", dtype="bool",
                                                  name=_var_name(spec["name"], "collect"))
-                slot.seen = self.add_variable((), initializer="zeros", dtype=counter_dtype(),
+                slot.seen = self._state_variable((), aggregation="none", initializer="zeros", dtype=counter_dtype(),
                                               name=_var_name(spec["name"], "seen"))
             if spec.get("reg"):
-                slot.pending = self.add_variable(shape, initializer="zeros", dtype="float32",
+                slot.pending = self._state_variable(shape, initializer="zeros", dtype="float32",
                                                  name=_var_name(spec["name"], "pending"))
             for key, (dtype, fill) in sorted((spec.get("state") or {}).items()):
-                slot.state[key] = self.add_variable(shape, initializer=keras.initializers.Constant(fill),
+                slot.state[key] = self._state_variable(shape, initializer=keras.initializers.Constant(fill),
                                                     dtype=dtype, name=_var_name(spec["name"], f"state_{key}"))
             slots.append(slot)
         self._held.step = step
@@ -325,13 +357,17 @@ class PruningOptimizer(keras.optimizers.Optimizer):
         if hooks is not None:
             self._run_hooks(hooks, "begin")
         if self._score_hook is not None and self._held.scoring is not None:
-            by_name = {n: (grads[i] if i is not None else None) for n, i in index.items()}
+            by_name = all_reduced({n: (grads[i] if i is not None else None) for n, i in index.items()})
             run_if(self._held.scoring, lambda: self._score_hook(by_name))
         self._traced_scores = self._score_hook is not None
+        replicas = replicas_in_step()
         for s in self._held.slots:
             i = index[s.name]
             if s.pending is not None and i is not None and grads[i] is not None:
-                grads[i] = ops.add(grads[i], ops.cast(value_of(s.pending), grads[i].dtype))
+                term = ops.cast(value_of(s.pending), grads[i].dtype)
+                if replicas > 1:  # the inner optimizer sums the replicas' gradients: add 1/replicas on each
+                    term = ops.multiply(term, ops.cast(1.0 / replicas, term.dtype))
+                grads[i] = ops.add(grads[i], term)
                 s.pending.assign(ops.zeros_like(value_of(s.pending)))
         self.inner_optimizer.apply(grads, trainable_variables)
         self.apply_masks()
