@@ -265,8 +265,8 @@ def train_section(res: Dict, out: List[str], targets: List[List[str]], notes: Li
     holds = all(t["after_schedule"]["ratio"] <= 1.05 for t in train)
     notes.append(
         "Training overhead: after the schedule a step costs the two optimizer hooks — bookkeeping plus one "
-        "multiply of every pruned weight by its boolean mask (on CPU one `torch._foreach_mul_` over 1M-weight "
-        "pieces, no weight-sized temporary) — shown as \"hooks per step\". The whole-step ratios also carry "
+        "zeroing of every pruned weight (a `bitwise_and_` of the weight's bits with its widened boolean mask, "
+        "1M-weight pieces, no weight-sized temporary; exact +0.0 even after a NaN update) — shown as \"hooks per step\". The whole-step ratios also carry "
         "the machine's noise; the A/A column (two identical plain copies) shows its size in this run."
         + ("" if holds else " A ratio above 1.05 here while the hooks cost less than 5 % of the step is that noise;"
            " rerun to see it move."))
