@@ -50,7 +50,7 @@ def refuse_one_shot_only(groups: Sequence[Mapping[str, Any]], how: str) -> None:
         names = ", ".join(f"group {i} (pruning_type={t!r})" for i, t in bad)
         raise ConfigError(
             f"{names} prunes a trained model at once from calibration data and cannot prune during training, "
-            f"as {how} asks; prune one-shot with the torch backend's prepare_pruning(model, config, "
+            f"as {how} asks; prune one-shot with prepare_pruning(model, config, "
             f"dataloader=calibration_batches), or pick a training-time pruning_type (e.g. 'snip_momentum')"
         )
 

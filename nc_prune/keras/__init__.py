@@ -26,6 +26,7 @@ from .api import prepare_pruning, sparsity_report, strip  # noqa: E402
 from .callback import PruningCallback  # noqa: E402
 from .discovery import PrunableWeight, find_prunable_weights  # noqa: E402
 from .layout import Layout, get_layout  # noqa: E402
+from .oneshot import OneShotPruning, prune_once  # noqa: E402
 from .optimizer import PruningOptimizer  # noqa: E402
 from .pruner import KerasBasePruner  # noqa: E402
 from .slim import SlimError, SlimReport, model_slim, slim  # noqa: E402
@@ -33,4 +34,5 @@ from .slim import SlimError, SlimReport, model_slim, slim  # noqa: E402
 __all__ = [
     "prepare_pruning", "strip", "sparsity_report", "PruningCallback", "PruningOptimizer", "KerasBasePruner",
     "PrunableWeight", "find_prunable_weights", "Layout", "get_layout", "model_slim", "slim", "SlimReport", "SlimError",
+    "prune_once", "OneShotPruning",
 ]

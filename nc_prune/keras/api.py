@@ -10,7 +10,7 @@ import keras
 
 from ..core import records
 from ..core.config import WeightPruningConfig
-from ..core.errors import ConfigTypeError, PruningStateError, warn_user
+from ..core.errors import ConfigError, ConfigTypeError, PruningStateError, warn_user
 from ..core.report import SparsityReport
 from ..core.session import PruningSession, as_config
 from .callback import PruningCallback
@@ -90,8 +90,13 @@ def _same_targets(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> bool:
 
 
 def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
-                    optimizer: Optional[keras.optimizers.Optimizer] = None) -> PruningCallback:
+                    optimizer: Optional[keras.optimizers.Optimizer] = None, dataloader: Any = None, *,
+                    blocks: Optional[str] = None, batch_size: int = 32) -> PruningCallback:
     """Prepare a built Keras 3 model for pruning during training; returns the callback for ``model.fit``.
+
+    With ``dataloader=`` (calibration batches; the torch backend's call) the model is pruned now, one-shot —
+    ``magnitude``, ``wanda``, ``sparse_gpt`` — and a :class:`~nc_prune.keras.oneshot.OneShotPruning` is returned
+    instead: see :func:`~nc_prune.keras.oneshot.prune_once` (``blocks``, ``batch_size``) and ``docs/keras.md``.
 
     The model's prunable layers are found (see :mod:`nc_prune.keras.discovery`), each config group gets
     its pruner, and the model's optimizer is wrapped in a :class:`PruningOptimizer` (the model is
@@ -126,6 +131,12 @@ def prepare_pruning(model: keras.Model, config: Optional[ConfigLike] = None,
     >>> cb.report()["fc"].ratio
     0.5
     """
+    if dataloader is not None:
+        if optimizer is not None:
+            raise ConfigError("pass an optimizer (pruning during training) or a dataloader (one-shot pruning now), "
+                              "not both")
+        from .oneshot import prune_once
+        return prune_once(model, config, dataloader, blocks=blocks, batch_size=batch_size)
     _check_model(model)
     existing = find_pruning_optimizer(getattr(model, "optimizer", None)) if optimizer is None else None
     if config is None:
