@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, PruningStateError
-from ..core.oneshot import CalibrationPruner, LayerStats, outlier_ratio, owl_sparsities
+from ..core.oneshot import CalibrationPruner, LayerStats, block_sparsities, outlier_ratio
 from ..progress import progress
 from . import distributed
 from .batches import call_model, describe, split_batch
@@ -356,11 +356,8 @@ class Calibration:
         out = {}
         for p in owl:
             used = [i for i in range(len(self.blocks)) if any(self.owner[n] is p for n in self._in_block(i))]
-            spread = owl_sparsities([ratios[id(p)][i] for i in used], p.target_sparsity_ratio,
-                                    p.config["parameters"]["owl_lambda"])
-            out[id(p)] = [p.target_sparsity_ratio] * len(self.blocks)
-            for i, s in zip(used, spread):
-                out[id(p)][i] = s
+            out[id(p)] = block_sparsities(ratios[id(p)], used, len(self.blocks), p.target_sparsity_ratio,
+                                          p.config["parameters"]["owl_lambda"])
             self.report.sparsity[self.pruners.index(p)] = {i: out[id(p)][i] for i in used}
         return out
 

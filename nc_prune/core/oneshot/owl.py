@@ -31,3 +31,12 @@ def owl_sparsities(ratios: Sequence[float], target: float, lam: float) -> List[f
     spread = [0.0 if hi == lo else (r - lo) / (hi - lo) * 2 * lam for r in ratios]
     mean = sum(spread) / len(spread)
     return [min(1.0, max(0.0, target + mean - s)) for s in spread]
+
+
+def block_sparsities(ratios: Any, used: Sequence[int], n_blocks: int, target: float, lam: float) -> List[float]:
+    """One sparsity per block: OWL's (:func:`owl_sparsities` of ``ratios[i]``) for the blocks in ``used`` — those
+    holding the group's layers — and ``target`` for the others."""
+    out = [target] * n_blocks
+    for i, s in zip(used, owl_sparsities([ratios[i] for i in used], target, lam)):
+        out[i] = s
+    return out
